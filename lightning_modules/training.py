@@ -1,0 +1,75 @@
+"""Config -> objects -> fit. ``train.py`` is the Hydra entry; tests call :func:`run_training` directly."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.config_checks import validate
+from lightning_modules.text_to_image_gan import TextToImageGAN
+
+
+def build_module(cfg: DictConfig) -> TextToImageGAN:
+    encoder = instantiate(cfg.encoder)
+    module = instantiate(cfg.model, encoder=encoder, fusion=instantiate(cfg.fusion))
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return module
+
+
+def _device_count(devices: Any, accelerator: str) -> int:
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1 if devices in (None, "auto", -1) and accelerator == "cpu" else int(os.cpu_count() or 1)
+
+
+def resolve_strategy(trainer_cfg: DictConfig) -> str | Any:
+    """``strategy: auto`` with several devices: DDP that tolerates the alternating G/D graphs."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if strategy != "auto":
+        return strategy
+    n = _device_count(trainer_cfg.get("devices", 1), str(trainer_cfg.get("accelerator", "auto")))
+    if n * int(trainer_cfg.get("num_nodes", 1)) <= 1:
+        return "auto"
+    sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    # A -m sweep re-runs itself in every DDP child; spawned workers do not.
+    return "ddp_spawn_find_unused_parameters_true" if sweeping else "ddp_find_unused_parameters_true"
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, strategy=resolve_strategy(cfg.trainer), callbacks=callbacks,
+                       logger=loggers or False, **overrides)
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Validate, build, fit; return the final logged metrics (floats)."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(module.run_config)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not cfg.trainer.get("fast_dev_run"):
+        rank_zero_info(f"run folder: {cfg.paths.output_dir}")
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

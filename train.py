@@ -1,0 +1,31 @@
+"""Train a text-to-image GAN: `python train.py [group=option ...] [key=value ...]`.
+
+Examples:
+    python train.py                                    # GAN-GA on shapes, offline MiniLM encoder
+    python train.py model=dfgan encoder=bert_base      # DF-GAN with BERT
+    python train.py model=gan_ga trainer.devices=4     # DDP on 4 GPUs
+    python train.py -m fusion=concat,affine,cross_attention
+    python train.py ckpt_path=logs/train/runs/RUN/checkpoints/last.ckpt   # resume
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from lightning_modules.config_checks import ConfigError
+    from lightning_modules.training import run_training
+
+    try:
+        metrics = run_training(cfg)
+    except ConfigError as err:
+        print(f"gan-ga: {err}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get("val/match_margin")
+
+
+if __name__ == "__main__":
+    main()
