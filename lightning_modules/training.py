@@ -20,8 +20,14 @@ from lightning_modules.text_to_image_gan import TextToImageGAN
 def build_module(cfg: DictConfig) -> TextToImageGAN:
     encoder = instantiate(cfg.encoder)
     module = instantiate(cfg.model, encoder=encoder, fusion=instantiate(cfg.fusion))
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module.run_config = resolved_config(cfg)
     return module
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config as plain data, interpolations resolved, Hydra's own node left out."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
 
 
 def _device_count(devices: Any, accelerator: str) -> int:

@@ -211,7 +211,7 @@ class HFTextEncoder(nn.Module):
 
     def tokenize(self, captions: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
-            list(captions), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(captions), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 

@@ -1,0 +1,68 @@
+"""Shared helpers: compose the real Hydra config (as train.py does) with small, fast overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+# Small and quick: tiny random BERT, narrow networks, loader in the main process, few val batches.
+FAST = [
+    "encoder=tiny",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.val_size=8",
+    "model.generator.base_channels=8",
+    "model.discriminator.base_channels=8",
+    "model.samples_per_prompt=2",
+    "callbacks.progress_bar=null",
+    "trainer.accelerator=cpu",
+    "trainer.limit_val_batches=1",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_env(tmp_path_factory):
+    wandb_dir = tmp_path_factory.mktemp("wandb")
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline",
+                      WANDB_DIR=str(wandb_dir), WANDB_CACHE_DIR=str(wandb_dir / "cache"),
+                      WANDB_CONFIG_DIR=str(wandb_dir / "config"), WANDB_SILENT="true")
+
+
+def compose_train(output_dir: Path, overrides: list[str] = ()):
+    """The train config as `python train.py OVERRIDES` would see it, writing to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[*FAST, *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run one of the project's entry points as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A short real training (tiny encoder, 32x32) with checkpoints and a sample grid."""
+    from lightning_modules.training import run_training
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = compose_train(out, ["trainer.max_steps=8", "trainer.val_check_interval=2"])
+    run_training(cfg)
+    return out

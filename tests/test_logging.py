@@ -1,0 +1,36 @@
+"""Loggers: a real W&B run in offline mode holds the scalars and the (non-black) sample images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from conftest import compose_train
+from lightning_modules.training import run_training
+
+
+def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path):
+    cfg = compose_train(tmp_path, ["logger=wandb", "logger.wandb.offline=true", "trainer.max_steps=4",
+                                   "trainer.val_check_interval=2", "callbacks.model_checkpoint=null"])
+    run_training(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    pngs = list(runs[0].glob("files/media/images/samples/*.png"))
+    assert pngs, list(runs[0].rglob("*"))[:20]
+    for png in pngs:
+        assert np.asarray(Image.open(png)).max() > 0  # uint8, not the black PNG of float images
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert "train/d_loss" in summary and "train/g_loss" in summary and "val/match_margin" in summary
+
+
+def test_tensorboard_receives_scalars_and_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_train(tmp_path, ["logger=tensorboard", "trainer.max_steps=4", "trainer.val_check_interval=2",
+                                   "callbacks.model_checkpoint=null"])
+    run_training(cfg)
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert "train/d_loss" in events.Tags()["scalars"]
+    assert "samples/grid" in events.Tags()["images"]
