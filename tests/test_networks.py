@@ -39,7 +39,7 @@ def _generator(fusion: str, size: int = 32) -> Generator:
 def test_generator_makes_images_of_the_asked_size(fusion, size):
     g = _generator(fusion, size).eval()
     images = g(torch.randn(3, 8), _text())
-    assert images.shape == (3, 3, size, size) and images.abs().max() <= 1
+    assert images.shape == (3, 3, size, size) and torch.isfinite(images).all()
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

@@ -47,7 +47,7 @@ class GeneratorBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """Noise + text features -> image in [-1, 1].
+    """Noise + text features -> image (nominally in [-1, 1]).
 
     Args:
         image_size: output side, 16..1024 (a power of two).
@@ -55,6 +55,8 @@ class Generator(nn.Module):
         text_dim, token_dim: sizes of the encoder's pooled vector and token features.
         fusion: a callable (Hydra partial) building the :class:`Fusion`.
         base_channels: width at full resolution; doubles per halving up to ``max_multiplier``.
+        output_activation: ``none`` (linear RGB, clamped to [-1, 1] only when saved: a saturated
+            tanh on a mostly black data set starves G of gradient) or ``tanh`` (DF-GAN's).
     """
 
     def __init__(
@@ -67,8 +69,11 @@ class Generator(nn.Module):
         fusion: Callable[..., Fusion],
         base_channels: int = 32,
         max_multiplier: int = 8,
+        output_activation: str = "none",
     ):
         super().__init__()
+        if output_activation not in ("none", "tanh"):
+            raise ValueError(f"model.generator.output_activation={output_activation!r} is not one of ('none', 'tanh')")
         n_blocks = check_image_size(image_size)
         self.z_dim = z_dim
         self.image_size = image_size
@@ -80,7 +85,8 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(
             GeneratorBlock(width(4 * 2**i), width(8 * 2**i), 8 * 2**i, self.fusion) for i in range(n_blocks)
         )
-        self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(width(image_size), 3, 3, padding=1), nn.Tanh())
+        self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(width(image_size), 3, 3, padding=1),
+                                    nn.Tanh() if output_activation == "tanh" else nn.Identity())
 
     def forward(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
         cond = self.fusion.condition(z, text)
