@@ -63,6 +63,6 @@ def trained_run(tmp_path_factory):
     from lightning_modules.training import run_training
 
     out = tmp_path_factory.mktemp("trained")
-    cfg = compose_train(out, ["trainer.max_steps=8", "trainer.val_check_interval=2"])
+    cfg = compose_train(out, ["trainer.max_steps=8", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"])
     run_training(cfg)
     return out

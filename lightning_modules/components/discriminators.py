@@ -11,9 +11,12 @@ from lightning_modules.components.generators import channels_at, check_image_siz
 
 
 class DiscriminatorBlock(nn.Module):
-    """Halves the resolution: learnable-gain residual + 1x1-conv average-pooled shortcut."""
+    """Halves the resolution: learnable-gain residual + 1x1-conv average-pooled shortcut.
 
-    def __init__(self, in_ch: int, out_ch: int):
+    DF-GAN starts the gain at 0 (D begins as a linear average-pooling net); a gain of 1 lets D see
+    shapes from the first step, which matters for short runs."""
+
+    def __init__(self, in_ch: int, out_ch: int, residual_gain: float = 1.0):
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
@@ -22,27 +25,39 @@ class DiscriminatorBlock(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-        self.gain = nn.Parameter(torch.zeros(1))
+        self.gain = nn.Parameter(torch.full((1,), float(residual_gain)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.shortcut(x), 2) + self.gain * self.residual(x)
 
 
 class TextConditionedHead(nn.Module):
-    """Judges (features, sentence): the sentence vector is tiled over the 4x4 map and concatenated."""
+    """Judges (features, sentence).
 
-    def __init__(self, feat_ch: int, text_dim: int, cond_dim: int, hidden_ch: int):
+    DF-GAN's head: the projected sentence is tiled over the 4x4 map, concatenated, and convolved to
+    one logit. With ``projection`` a projection-discriminator term (Miyato & Koyama) adds the inner
+    product of the pooled image features with the projected sentence, which makes D use the text
+    from the first steps.
+    """
+
+    def __init__(self, feat_ch: int, text_dim: int, cond_dim: int, hidden_ch: int, projection: bool = True):
         super().__init__()
-        self.text_proj = nn.Linear(text_dim, cond_dim)
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim))
         self.net = nn.Sequential(
             nn.Conv2d(feat_ch + cond_dim, hidden_ch, 3, padding=1, bias=False),
             nn.LeakyReLU(0.2),
             nn.Conv2d(hidden_ch, 1, 4),
         )
+        self.embed = nn.Linear(cond_dim, feat_ch, bias=False) if projection else None
+        self.scale = feat_ch**-0.5  # keeps D's gradients, and so the power-6 MA-GP, in range
 
     def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        cond = repeat(self.text_proj(sentence), "b c -> b c h w", h=features.shape[2], w=features.shape[3])
-        return self.net(torch.cat([features, cond], dim=1)).flatten()
+        text = self.text_proj(sentence)
+        cond = repeat(text, "b c -> b c h w", h=features.shape[2], w=features.shape[3])
+        logits = self.net(torch.cat([features, cond], dim=1)).flatten()
+        if self.embed is not None:
+            logits = logits + (F.leaky_relu(features, 0.2).mean((2, 3)) * self.embed(text)).sum(1) * self.scale
+        return logits
 
 
 class Discriminator(nn.Module):
@@ -57,6 +72,8 @@ class Discriminator(nn.Module):
         base_channels: int = 32,
         max_multiplier: int = 8,
         cond_dim: int = 128,
+        residual_gain: float = 1.0,
+        projection: bool = True,
     ):
         super().__init__()
         n_blocks = check_image_size(image_size)
@@ -64,9 +81,10 @@ class Discriminator(nn.Module):
                                         max_multiplier=max_multiplier)
         self.from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
         self.blocks = nn.Sequential(
-            *(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1))) for i in range(n_blocks))
+            *(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)), residual_gain)
+              for i in range(n_blocks))
         )
-        self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels)
+        self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.from_rgb(images))

@@ -42,7 +42,8 @@ class Fusion(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.use_noise = use_noise
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2))
+        # LayerNorm first: encoder outputs are small (~0.2 per dim) next to unit-variance noise
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2))
         self.cond_dim = cond_dim + (z_dim if use_noise else 0)
 
     def condition(self, z: torch.Tensor, text: TextFeatures) -> Condition:
@@ -120,7 +121,7 @@ class TokenCrossAttention(nn.Module):
         self.heads = heads
         self.norm = nn.GroupNorm(num_groups=min(32, channels // 4) or 1, num_channels=channels)
         self.to_q = nn.Linear(channels, inner, bias=False)
-        self.to_kv = nn.Linear(token_dim, 2 * inner, bias=False)
+        self.to_kv = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, 2 * inner, bias=False))
         self.to_out = nn.Linear(inner, channels)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
