@@ -66,6 +66,16 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
                        logger=loggers or False, **overrides)
 
 
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """Close the W&B run now (it writes its summary), not at interpreter exit: sweeps and tests
+    run several trainings in one process."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Validate, build, fit; return the final logged metrics (floats)."""
     validate(cfg)
@@ -76,6 +86,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    _finish_wandb(trainer)
     if not cfg.trainer.get("fast_dev_run"):
         rank_zero_info(f"run folder: {cfg.paths.output_dir}")
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
