@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -49,3 +50,16 @@ class DDPConsistencyCheck(L.Callback):
         if not report["consistent"]:
             raise RuntimeError(f"weights differ across DDP ranks after training: {report['digests']}")
         rank_zero_info(f"DDP check: G, D and EMA weights identical on all {trainer.world_size} ranks")
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` is always the state at the end of training.
+
+    Lightning's own skips the final save once any periodic checkpoint was written, so ``last.ckpt``
+    could be up to ``every_n_train_steps`` old when a run ends between two periodic saves.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = trainer.global_step

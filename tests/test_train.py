@@ -70,12 +70,14 @@ def _adam_steps(ckpt: dict) -> list[int]:
 
 
 def test_resume_continues_steps_and_optimizer_state(tmp_path):
-    first = compose_train(tmp_path / "a", ["trainer.max_steps=6", "trainer.val_check_interval=100"])
+    first = compose_train(tmp_path / "a", ["trainer.max_steps=6", "trainer.val_check_interval=100",
+                                           "callbacks.model_checkpoint.every_n_train_steps=4"])
     run_training(first)
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 6 and ckpt["gan_ga"]["batches_seen"] == 3
     assert _adam_steps(ckpt) == [3, 3]
+    assert (tmp_path / "a" / "checkpoints" / "epoch000-step0000004.ckpt").is_file()  # a periodic save came first
 
     resumed = compose_train(tmp_path / "b", ["trainer.max_steps=10", "trainer.val_check_interval=100",
                                              f"ckpt_path={last}"])
