@@ -9,10 +9,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.components.generators import IMAGE_SIZES
 from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODES
 from lightning_modules.losses import LOSSES
 
-IMAGE_SIZES = [2**k for k in range(4, 11)]
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 

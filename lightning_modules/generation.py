@@ -10,8 +10,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
-from lightning_modules.sampling import labelled_grid, sample_noise, save_png, to_uint8
+from lightning_modules.sampling import labelled_grid, sample_noise, save_png, side_by_side, to_uint8
 from lightning_modules.text_to_image_gan import TextToImageGAN, restore_encoder_weights
 
 
@@ -82,7 +83,7 @@ def generate(cfg: DictConfig) -> dict:
     files = []
     for i, (prompt, row) in enumerate(zip(prompts, rows)):
         path = out_dir / f"{i:03d}_{_slug(prompt)}.png"
-        save_png(_strip(row), path)
+        save_png(Image.fromarray(side_by_side(row)), path)
         files.append({"prompt": prompt, "file": path.name})
     grid = save_png(labelled_grid(rows, prompts, scale=max(1, 64 // rows.shape[2])), out_dir / "grid.png")
     manifest = {"ckpt_path": str(cfg.ckpt_path), "seed": int(cfg.seed), "truncation": cfg.get("truncation"),
@@ -90,9 +91,3 @@ def generate(cfg: DictConfig) -> dict:
     (out_dir / "prompts.json").write_text(json.dumps(manifest, indent=2))
     print(f"wrote {len(files)} prompt images and {grid} to {out_dir}")
     return manifest
-
-
-def _strip(row: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.concatenate(list(row), axis=1))

@@ -30,6 +30,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).numpy()
 
 
+def side_by_side(row: np.ndarray) -> np.ndarray:
+    """[K, H, W, 3] samples of one prompt -> one [H, K*W, 3] strip."""
+    return np.concatenate(list(row), axis=1)
+
+
 def labelled_grid(rows: np.ndarray, labels: Sequence[str], *, scale: int = 1, label_width: int = 220) -> Image.Image:
     """``rows``: [P, K, H, W, 3] uint8 (P prompts, K samples each) -> one picture, prompt left of its row."""
     n_rows, n_cols, height, width = rows.shape[:4]

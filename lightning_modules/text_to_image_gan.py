@@ -21,7 +21,7 @@ from torch import nn
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
 from lightning_modules.losses import discriminator_loss, generator_loss, matching_aware_gradient_penalty
-from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, to_uint8
+from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
 
 NOISE_D, NOISE_G, NOISE_VAL = 0, 1, 2  # purposes: independent noise streams
 
@@ -236,7 +236,7 @@ def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) 
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     if isinstance(logger, WandbLogger):
-        strips = [np.concatenate(list(r), axis=1) for r in rows]
+        strips = [side_by_side(r) for r in rows]
         logger.log_image(key=key, images=[np.asarray(grid)], step=None, caption=[f"batch {step}"])
         logger.log_image(key="samples/prompts", images=strips, caption=list(prompts))
     elif isinstance(logger, TensorBoardLogger):

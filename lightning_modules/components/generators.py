@@ -21,11 +21,12 @@ def channels_at(resolution: int, *, image_size: int, base_channels: int, max_mul
     return base_channels * min(max_multiplier, image_size // resolution)
 
 
+IMAGE_SIZES = [2**k for k in range(4, 11)]  # the backbones start (or end) at 4x4 and double per block
+
+
 def check_image_size(image_size: int, key: str = "data.image_size") -> int:
-    """The backbones start (or end) at 4x4 and double per block: sizes are 4 * 2**k, k >= 2."""
-    allowed = [2**k for k in range(4, 11)]
-    if image_size not in allowed:
-        raise ValueError(f"{key}={image_size}: the backbones double from 4x4, so allowed sizes are {allowed}")
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"{key}={image_size}: the backbones double from 4x4, so allowed sizes are {IMAGE_SIZES}")
     return int(math.log2(image_size)) - 2
 
 
