@@ -16,12 +16,11 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lightning_modules.config_checks import ConfigError
-    from lightning_modules.training import run_training
+    from lightning_modules.training import USER_ERRORS, run_training
 
     try:
         metrics = run_training(cfg)
-    except ConfigError as err:
+    except USER_ERRORS as err:
         print(f"gan-ga: {err}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val/match_margin")

@@ -200,6 +200,7 @@ class ShapesDataModule(L.LightningDataModule):
         min_objects: int = 1,
         max_objects: int = 2,
         pin_memory: bool = False,
+        augment_policy: Sequence[str] = (),
         sample_prompts: Sequence[str] = (),
     ):
         super().__init__()
@@ -210,6 +211,7 @@ class ShapesDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory = pin_memory
         self.sample_prompts = list(sample_prompts)
+        self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects)
         self.datasets = {
             "train": ShapesDataset(split="train", length=train_size, **kw),

@@ -9,10 +9,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.coco import YEARS
+from datamodules.flickr8k import SPLIT_SOURCES
+from datamodules.text_cache import DTYPES
+from lightning_modules.components.augment import POLICIES
 from lightning_modules.components.generators import IMAGE_SIZES
 from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODES
 from lightning_modules.losses import LOSSES
 
+CACHE_DTYPES = tuple(DTYPES)
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 
@@ -52,6 +57,25 @@ def validate(cfg: DictConfig) -> None:
          f"the generator starts at 4x4 and doubles per block; allowed: {IMAGE_SIZES}")
     number("data.batch_size", 2, integer=True)  # mismatched pairs need a second caption
     number("data.num_workers", 0, integer=True)
+    number("data.crop_scale", 1)
+    number("data.max_caption_chars", 1, integer=True)
+    number("data.cache_batch_size", 1, integer=True)
+    if _get(cfg, "data.cache_dtype") is not None:
+        need(_get(cfg, "data.cache_dtype") in CACHE_DTYPES, "data.cache_dtype", f"allowed: {list(CACHE_DTYPES)}")
+    if _get(cfg, "data.split_source") is not None:
+        need(_get(cfg, "data.split_source") in SPLIT_SOURCES, "data.split_source", f"allowed: {list(SPLIT_SOURCES)}")
+    if _get(cfg, "data.year") is not None:
+        need(_get(cfg, "data.year") in YEARS, "data.year", f"allowed: {list(YEARS)}")
+    fractions = _get(cfg, "data.split_fractions")
+    if fractions is not None:
+        ok = all(isinstance(v, (int, float)) and 0 <= v < 1 for v in fractions.values()) and sum(fractions.values()) < 1
+        need(ok, "data.split_fractions", "val and test fractions in [0, 1) that sum to less than 1 (train gets the rest)")
+    policy = _get(cfg, "data.augment_policy")
+    if policy is not None:
+        names = [policy] if isinstance(policy, str) else list(policy)
+        need(all(n in POLICIES for n in names), "data.augment_policy",
+             f"a list of {list(POLICIES)}, e.g. data.augment_policy=[translation,cutout]; [] turns it off")
+    number("model.augment.probability", 0, 1)
 
     need(_get(cfg, "encoder.pooling") in POOLING_MODES, "encoder.pooling", f"allowed: {list(POOLING_MODES)}")
     need(_get(cfg, "encoder.mode") in TRAIN_MODES, "encoder.mode", f"allowed: {list(TRAIN_MODES)}")

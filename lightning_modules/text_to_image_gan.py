@@ -23,7 +23,7 @@ from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatur
 from lightning_modules.losses import discriminator_loss, generator_loss, matching_aware_gradient_penalty
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
 
-NOISE_D, NOISE_G, NOISE_VAL = 0, 1, 2  # purposes: independent noise streams
+NOISE_D, NOISE_G, NOISE_VAL, NOISE_AUG_REAL, NOISE_AUG_FAKE, NOISE_AUG_G = range(6)  # independent random streams
 
 
 def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -41,6 +41,7 @@ class TextToImageGAN(L.LightningModule):
         generator: Callable[..., nn.Module],
         discriminator: Callable[..., nn.Module],
         fusion: Callable[..., nn.Module],
+        augment: nn.Module | None = None,
         optimizer_g: Callable[..., torch.optim.Optimizer],
         optimizer_d: Callable[..., torch.optim.Optimizer],
         scheduler_g: Callable[..., Any] | None = None,
@@ -67,6 +68,7 @@ class TextToImageGAN(L.LightningModule):
         self.generator = generator(image_size=image_size, z_dim=z_dim, fusion=fusion, **dims)
         self.discriminator = discriminator(image_size=image_size, text_dim=encoder.out_dim)
         self.generator_ema = make_ema(self.generator)
+        self.augment = augment if augment is not None and getattr(augment, "enabled", True) else None
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.z_dim, self.loss_kind, self.n_critic = z_dim, loss, n_critic
@@ -102,6 +104,20 @@ class TextToImageGAN(L.LightningModule):
     def encode(self, captions: Sequence[str]) -> TextFeatures:
         return self.encoder(captions)
 
+    def text_of(self, batch: dict) -> TextFeatures:
+        """The batch's text features: read from the data module's cache when it sent them (the
+        encoder does not run), else encoded now."""
+        if "text_tokens" in batch:
+            return TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
+        return self.encode(batch["caption"])
+
+    def d_input(self, images: torch.Tensor, purpose: int, critic: int = 0) -> torch.Tensor:
+        """What D sees: the images through the differentiable augmentation, when one is configured."""
+        if self.augment is None:
+            return images
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic))
+        return self.augment(images, generator=rng)
+
     def noise(self, n: int, purpose: int, critic: int = 0) -> torch.Tensor:
         """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume)."""
         s = seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic)
@@ -123,10 +139,10 @@ class TextToImageGAN(L.LightningModule):
         use_gp = self.gp_weight > 0 and int(self.batches_seen) % self.gp_every == 0
         images = images.detach().requires_grad_(use_gp)
         sentence = text.pooled.detach().requires_grad_(use_gp)
-        real_features = self.discriminator.features(images)
+        real_features = self.discriminator.features(self.d_input(images, NOISE_AUG_REAL, critic))
         real = self.discriminator.head(real_features, sentence)
         mismatched = self.discriminator.head(real_features, text.pooled.roll(1, dims=0))
-        fake_logits = self.discriminator(fake, text.pooled)
+        fake_logits = self.discriminator(self.d_input(fake, NOISE_AUG_FAKE, critic), text.pooled)
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if use_gp:  # lazy regularisation: every gp_every batches, weighted up to match
@@ -141,14 +157,14 @@ class TextToImageGAN(L.LightningModule):
 
     def generator_step(self, text: TextFeatures, optimizer) -> dict:
         fake = self.generator(self.noise(len(text), NOISE_G), text)
-        loss = generator_loss(self.loss_kind, self.discriminator(fake, text.pooled))
+        loss = generator_loss(self.loss_kind, self.discriminator(self.d_input(fake, NOISE_AUG_G), text.pooled))
         norm = self._step(optimizer, loss)
         return {"g_loss": loss.detach(), "g_grad_norm": norm}
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images, captions = batch["image"], batch["caption"]
-        text = self.encode(captions)
+        images = batch["image"]
+        text = self.text_of(batch)
         for critic in range(self.n_critic):
             with self.toggled_optimizer(opt_d):
                 d_logs = self.discriminator_step(images, text.detach(), opt_d, critic)
@@ -175,7 +191,7 @@ class TextToImageGAN(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images, text = batch["image"], self.encode(batch["caption"])
+        images, text = batch["image"], self.text_of(batch)
         features = self.discriminator.features(images)
         real = self.discriminator.head(features, text.pooled)
         mismatched = self.discriminator.head(features, text.pooled.roll(1, dims=0))

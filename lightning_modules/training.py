@@ -9,17 +9,38 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.config_checks import validate
+from datamodules.captions import DataError
+from datamodules.text_cache import TextCacheError
+from lightning_modules.components.text_encoders import EncoderLoadError
+from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.text_to_image_gan import TextToImageGAN
+
+# Errors about the user's input (config, data, encoder files): train.py prints them as one line, exit code 2.
+USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError)
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate``, with a constructor's own error (which names the key) raised as it is, not
+    wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from cause
+        raise
 
 
 def build_module(cfg: DictConfig) -> TextToImageGAN:
-    encoder = instantiate(cfg.encoder)
-    module = instantiate(cfg.model, encoder=encoder, fusion=instantiate(cfg.fusion))
+    encoder = build(cfg.encoder)
+    module = build(cfg.model, encoder=encoder, fusion=build(cfg.fusion))
     module.run_config = resolved_config(cfg)
     return module
 
@@ -80,7 +101,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     """Validate, build, fit; return the final logged metrics (floats)."""
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")  # read the data before loading any model: bad paths and files fail fast
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:

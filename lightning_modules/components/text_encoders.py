@@ -10,6 +10,7 @@ CLIP's text tower (``CLIPTextModel``) and T5's encoder (``T5EncoderModel``). Thr
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import os
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class TextFeatures:
 
     def detach(self) -> "TextFeatures":
         return TextFeatures(self.tokens.detach(), self.mask, self.pooled.detach())
+
+    @classmethod
+    def from_batch(cls, batch: dict, dtype: torch.dtype = torch.float32) -> "TextFeatures":
+        """Features a data module read from the text cache (stored in float16 by default)."""
+        return cls(batch["text_tokens"].to(dtype), batch["text_mask"].bool(), batch["text_pooled"].to(dtype))
 
 
 class EncoderLoadError(RuntimeError):
@@ -204,6 +210,16 @@ class HFTextEncoder(nn.Module):
     @property
     def frozen(self) -> bool:
         return self.mode == "frozen"
+
+    def cache_identity(self) -> dict:
+        """What determines this encoder's outputs: the text cache's key (a weights digest included,
+        so random-init test encoders with different seeds never share a cache)."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return {"name": self.name, "model": type(self.model).__name__, "pooling": self.pooling,
+                "max_length": self.max_length, "vocab": len(self.tokenizer), "weights": digest.hexdigest()}
 
     def train(self, mode: bool = True) -> "HFTextEncoder":
         super().train(mode and not self.frozen)  # a frozen encoder never turns dropout on

@@ -1,0 +1,477 @@
+"""What every image-caption data set shares: records, clean-up, skip accounting, image loading,
+one-caption-per-image sampling and the DataModule that feeds the GAN.
+
+A reader (``flickr8k.py``, ``coco.py``, ``cub.py``, ``folder.py``) only turns files into rows of
+``(image path, caption, where)``; :func:`group_rows` and :class:`CaptionDataModule` do the rest the
+same way for all of them:
+
+* rows naming an image that does not exist, malformed rows and captions empty after clean-up are
+  skipped and counted (:class:`SkipCounts`);
+* every image is decoded once before training (:func:`find_unreadable`, cached per file list), so
+  truncated or corrupt files are skipped and counted rather than crashing a worker hours later;
+* grayscale, CMYK, palette, 16-bit and alpha images become RGB (alpha over white), EXIF rotation is
+  applied, then resize + crop to ``image_size``;
+* each epoch visits every image once with one of its captions; an image's captions take turns
+  across epochs (all are used), validation always uses the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import unicodedata
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DataError(RuntimeError):
+    """A data set cannot be read: a required path is missing or nothing usable remains."""
+
+
+def missing(path: Path, key: str, where: str) -> DataError:
+    return DataError(f"{key}: {path} does not exist. {where}")
+
+
+# ---------------------------------------------------------------------------- records and counts
+@dataclass
+class ImageCaptions:
+    """One image and all of its captions (``bbox``: x, y, w, h of the object to crop to, CUB)."""
+
+    path: Path
+    captions: list[str]
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass
+class SkipCounts:
+    """What was left out, and why. ``examples`` keeps a few of each for the report."""
+
+    rows_missing_image: int = 0  # caption rows naming an image file that does not exist
+    missing_images: int = 0  # distinct image files those rows name
+    rows_malformed: int = 0  # lines / records that could not be parsed
+    empty_captions: int = 0  # captions empty after clean-up
+    unreadable_images: int = 0  # files that exist but do not decode (truncated, corrupt, not images)
+    images_without_captions: int = 0  # image files no caption names (folder and CUB layouts)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def note(self, reason: str, example: str, n: int = 1) -> None:
+        setattr(self, reason, getattr(self, reason) + n)
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < 3:
+            shown.append(example)
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if k != "examples"}
+
+    def summary(self) -> str:
+        parts = [f"{v} {k.replace('_', ' ')}" for k, v in self.counts().items() if v]
+        if not parts:
+            return "skipped nothing"
+        lines = ["skipped " + ", ".join(parts)]
+        lines += [f"  {k.replace('_', ' ')}: {', '.join(v)}" for k, v in self.examples.items()]
+        return "\n".join(lines)
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def clean_caption(text: str, max_chars: int = 300) -> str:
+    """NFC unicode, whitespace runs (CR, LF, tabs) -> one space, stripped, cut at a word boundary."""
+    text = _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        text = cut.rsplit(" ", 1)[0] if " " in cut else cut
+    return text
+
+
+def group_rows(rows: Iterable[tuple[Path, str, str]], skips: SkipCounts, max_chars: int = 300) -> list[ImageCaptions]:
+    """``(image path, raw caption, where)`` rows -> one record per existing image, first-seen order."""
+    records: dict[Path, ImageCaptions] = {}
+    absent: set[Path] = set()
+    exists: dict[Path, bool] = {}
+    for path, raw, where in rows:
+        if path not in exists:
+            exists[path] = path.is_file()
+        if not exists[path]:
+            if path not in absent:
+                absent.add(path)
+                skips.missing_images += 1
+            skips.note("rows_missing_image", f"{where} ({path.name})")
+            continue
+        text = clean_caption(raw, max_chars)
+        if not text:
+            skips.note("empty_captions", where)
+            continue
+        records.setdefault(path, ImageCaptions(path, [])).captions.append(text)
+    return list(records.values())
+
+
+def seeded_split(records: list[ImageCaptions], fractions: dict[str, float], seed: int) -> dict[str, list[ImageCaptions]]:
+    """Split by image (never by caption), reproducibly. ``fractions``: val and test; train is the rest."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = int(round(len(records) * float(fractions.get("val", 0.0))))
+    n_test = int(round(len(records) * float(fractions.get("test", 0.0))))
+    if len(records) >= 3:  # every split gets at least one image when there are enough
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    picked = [records[i] for i in order]
+    return {"val": picked[:n_val], "test": picked[n_val : n_val + n_test], "train": picked[n_val + n_test :]}
+
+
+# ---------------------------------------------------------------------------- images
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: alpha over white, 16/32-bit grey scaled to 8 bits, CMYK/P/L converted."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        return Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: Path, draft_size: int | None = None) -> Image.Image:
+    with Image.open(path) as image:
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))  # decode JPEGs at a reduced scale: much faster
+        image.load()
+        return to_rgb(image)
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        open_rgb(path, draft_size=64)
+        return True
+    except Exception:  # noqa: BLE001 - truncated, corrupt, not an image, decompression bomb: all unreadable
+        return False
+
+
+def find_unreadable(paths: Sequence[Path], cache_dir: Path | None, workers: int | None = None) -> set[Path]:
+    """Decode every image once; the answer is cached per (path, size, mtime) list."""
+    fingerprint = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        fingerprint.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    cache = Path(cache_dir) / "image_scan" / f"{fingerprint.hexdigest()[:24]}.json" if cache_dir else None
+    if cache is not None and cache.is_file():
+        try:
+            return {Path(p) for p in json.loads(cache.read_text())["unreadable"]}
+        except (ValueError, KeyError):
+            pass  # a damaged scan record: scan again
+    with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
+        bad = {p for p, ok in zip(paths, pool.map(_decodes, paths)) if not ok}
+    if cache is not None:
+        write_atomic(cache, json.dumps({"images": len(paths), "unreadable": sorted(map(str, bad))}))
+    return bad
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def bbox_crop(image: Image.Image, bbox: tuple[float, float, float, float]) -> Image.Image:
+    """A square around the object, 1.5x its larger side, clipped to the image (the CUB convention)."""
+    x, y, w, h = bbox
+    r = int(max(w, h) * 0.75)
+    cx, cy = int(x + w / 2), int(y + h / 2)
+    box = (max(cx - r, 0), max(cy - r, 0), min(cx + r, image.width), min(cy + r, image.height))
+    return image.crop(box)
+
+
+def resize_crop(image: Image.Image, size: int, *, scale: float = 1.0, random_crop: bool = False,
+                flip: bool = False) -> torch.Tensor:
+    """Shorter side -> ``size * scale`` (antialiased), crop ``size``x``size`` (random or centred),
+    optional random horizontal flip; returns [3, size, size] in [-1, 1]."""
+    short = max(size, round(size * scale))
+    w, h = image.size
+    factor = short / min(w, h)
+    image = image.resize((max(short, round(w * factor)), max(short, round(h * factor))), Image.BICUBIC)
+    w, h = image.size
+    if random_crop:
+        left = int(torch.randint(0, w - size + 1, ()))
+        top = int(torch.randint(0, h - size + 1, ()))
+    else:
+        left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    if flip and bool(torch.rand(()) < 0.5):
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    return pixels.float() / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------- dataset and sampler
+class CaptionedImageDataset(Dataset):
+    """Indexed by *caption*: ``dataset[j]`` is caption ``j`` with its image. The sampler decides
+    which caption of each image an epoch uses. ``caption_offset`` places this split's captions in the
+    data module's global caption list (the text cache's row numbers)."""
+
+    def __init__(self, records: list[ImageCaptions], *, image_size: int, train: bool, random_crop: bool = True,
+                 crop_scale: float = 1.0, hflip: bool = False, caption_offset: int = 0):
+        self.records = records
+        self.image_size, self.train = image_size, train
+        self.random_crop, self.crop_scale, self.hflip = random_crop, crop_scale, hflip
+        self.caption_offset = caption_offset
+        counts = np.array([len(r.captions) for r in records], dtype=np.int64)
+        self.caption_counts = counts
+        self.first_caption = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
+        self.image_of = np.repeat(np.arange(len(records)), counts)
+        self.captions = [c for r in records for c in r.captions]
+        self.text_cache = None  # set by the data module when features are cached
+
+    @property
+    def num_images(self) -> int:
+        return len(self.records)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def load_image(self, index: int) -> torch.Tensor:
+        record = self.records[index]
+        try:
+            image = open_rgb(record.path)
+        except Exception as err:  # noqa: BLE001 - changed on disk after the scan
+            warnings.warn(f"{record.path}: unreadable ({err}); using another image this time", stacklevel=2)
+            return self.load_image((index + 1) % len(self.records))
+        if record.bbox is not None:
+            image = bbox_crop(image, record.bbox)
+        train = self.train
+        return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
+                           random_crop=train and self.random_crop, flip=train and self.hflip)
+
+    def __getitem__(self, j: int) -> dict:
+        j = int(j)
+        item = {"image": self.load_image(int(self.image_of[j])), "caption": self.captions[j],
+                "caption_id": self.caption_offset + j}
+        if self.text_cache is not None:
+            item.update(self.text_cache.item(self.caption_offset + j))
+        return item
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class OneCaptionPerImageSampler(DistributedSampler):
+    """Yields caption indices: every image once per epoch (shuffled when training), with caption
+    ``(start_i + epoch) mod n_i`` so an image's captions take turns; ``fixed`` always uses caption 0.
+
+    Under DDP each rank takes its own slice (a ``DistributedSampler``, so Lightning keeps it and
+    calls ``set_epoch``); the last partial share is padded (or dropped with ``drop_last``)."""
+
+    def __init__(self, dataset: CaptionedImageDataset, *, shuffle: bool, fixed: bool, seed: int = 0,
+                 drop_last: bool = False, num_replicas: int | None = None, rank: int | None = None):
+        world, this_rank = _world()
+        world = world if num_replicas is None else num_replicas
+        rank = this_rank if rank is None else rank
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.fixed = fixed
+        n = dataset.num_images
+        self.num_samples = n // world if drop_last else math.ceil(n / world)
+        self.total_size = self.num_samples * world
+        start = np.random.default_rng([seed, 7]).integers(0, 1 << 30, size=n)
+        self._start = start % np.maximum(dataset.caption_counts, 1)
+
+    def __iter__(self) -> Iterator[int]:
+        ds: CaptionedImageDataset = self.dataset
+        n = ds.num_images
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.fixed:
+            pick = ds.first_caption[order]
+        else:
+            pick = ds.first_caption[order] + (self._start[order] + self.epoch) % ds.caption_counts[order]
+        pick = pick.tolist()
+        if len(pick) < self.total_size:  # pad by wrapping around
+            pick += (pick * math.ceil(self.total_size / max(len(pick), 1)))[: self.total_size - len(pick)]
+        return iter(pick[self.rank : self.total_size : self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# ---------------------------------------------------------------------------- data module
+class CaptionDataModule(L.LightningDataModule):
+    """Shared DataModule of the real data sets; a subclass implements :meth:`read`.
+
+    With a frozen text encoder and ``cache_text``, every caption is encoded once before training
+    (``text_cache.py``) and batches carry ``text_tokens``, ``text_mask`` and ``text_pooled``: the
+    encoder does not run in the training step.
+    """
+
+    name = "captions"
+
+    def __init__(
+        self,
+        *,
+        root: str | None = None,
+        name: str | None = None,
+        image_size: int = 64,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        random_crop: bool = True,
+        crop_scale: float = 1.1875,
+        hflip: bool = True,
+        max_caption_chars: int = 300,
+        verify_images: bool = True,
+        cache_dir: str | None = None,
+        cache_text: bool = True,
+        cache_dtype: str = "float16",
+        cache_batch_size: int = 256,
+        report_dir: str | None = None,
+        max_val_images: int | None = 1024,
+        augment_policy: Sequence[str] = (),
+        sample_prompts: Sequence[str] = (),
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.name = name or self.name
+        if root is None or str(root) in ("", "???"):
+            raise DataError(f"data.root is not set: pass data.root=PATH (the {self.name} folder). {self.where()}")
+        self.root = Path(str(root)).expanduser()
+        if not self.root.is_dir():
+            raise missing(self.root, "data.root", self.where())
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.random_crop, self.crop_scale, self.hflip = random_crop, crop_scale, hflip
+        self.max_caption_chars, self.verify_images = max_caption_chars, verify_images
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_text, self.cache_dtype, self.cache_batch_size = cache_text, cache_dtype, cache_batch_size
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.max_val_images = max_val_images
+        self.augment_policy = list(augment_policy)
+        self.sample_prompts = list(sample_prompts)
+        self.seed = seed
+        self.datasets: dict[str, CaptionedImageDataset] = {}
+        self.skips = SkipCounts()
+        self.layout = ""
+        self.text_cache = None
+
+    # -- what a subclass provides
+    @classmethod
+    def where(cls) -> str:
+        """Where the data set comes from (shown in errors)."""
+        return ""
+
+    def read(self, skips: SkipCounts) -> dict[str, list[ImageCaptions]]:
+        """Read the files under ``self.root`` into records per split; count what is skipped."""
+        raise NotImplementedError
+
+    # -- shared
+    def setup(self, stage: str | None = None) -> None:
+        """Read the files once (train.py calls this before building the model, so bad data fails
+        fast); once a Trainer is attached, the skipped counts also go to its loggers."""
+        if not self.datasets:
+            self._read()
+        self._log_skips()
+
+    def _read(self) -> None:
+        skips = SkipCounts()
+        splits = self.read(skips)
+        if self.verify_images:
+            every = [r.path for records in splits.values() for r in records]
+            bad = find_unreadable(sorted(set(every)), self.cache_dir)
+            for path in sorted(bad):
+                skips.note("unreadable_images", str(path.relative_to(self.root) if path.is_relative_to(self.root) else path))
+            splits = {k: [r for r in v if r.path not in bad] for k, v in splits.items()}
+        if not splits.get("train"):
+            raise DataError(f"data.root={self.root}: no usable training images ({self.layout or 'no layout'}; "
+                            f"{skips.summary()}). {self.where()}")
+        if not splits.get("val"):
+            splits["val"] = splits["train"][: max(1, min(len(splits["train"]) // 20, 256))]
+        if self.max_val_images:
+            splits["val"] = splits["val"][: self.max_val_images]
+        splits.setdefault("test", splits["val"])
+        offset = 0
+        for split in SPLIT_NAMES:
+            train = split == "train"
+            self.datasets[split] = CaptionedImageDataset(
+                splits[split], image_size=self.image_size, train=train, random_crop=self.random_crop,
+                crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset)
+            offset += len(self.datasets[split])
+        self.skips = skips
+        self._report()
+
+    def all_captions(self) -> list[str]:
+        return [c for split in SPLIT_NAMES for c in self.datasets[split].captions]
+
+    def _report(self) -> None:
+        sizes = ", ".join(f"{k} {d.num_images} images / {len(d)} captions" for k, d in self.datasets.items())
+        rank_zero_info(f"data: {self.name} ({self.layout}) at {self.root}: {sizes}; {self.skips.summary()}")
+        report = {"dataset": self.name, "layout": self.layout, "root": str(self.root),
+                  "images": {k: d.num_images for k, d in self.datasets.items()},
+                  "captions": {k: len(d) for k, d in self.datasets.items()},
+                  "skipped": self.skips.counts(), "skipped_examples": self.skips.examples}
+        if self.report_dir is not None and rank_zero_only.rank == 0:
+            write_atomic(self.report_dir / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+
+    def _log_skips(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(self, "_skips_logged", False):
+            return
+        self._skips_logged = True
+        for logger in trainer.loggers:
+            logger.log_metrics({f"data/skipped_{k}": float(v) for k, v in self.skips.counts().items()}, step=0)
+
+    def _attach_text_cache(self) -> None:
+        """Encode every caption once with the module's (frozen) encoder, then serve features from disk."""
+        if self.text_cache is not None or not self.cache_text:
+            return
+        trainer = getattr(self, "trainer", None)
+        encoder = getattr(getattr(trainer, "lightning_module", None), "encoder", None)
+        if encoder is None or not getattr(encoder, "frozen", False):
+            if encoder is not None:
+                rank_zero_info("text cache off: the text encoder trains (encoder.mode != frozen)")
+            return
+        from datamodules.text_cache import load_or_build
+
+        cache_root = self.cache_dir or self.root / ".gan_ga_cache"
+        self.text_cache = load_or_build(
+            encoder, self.all_captions(), cache_root / "text_features", dtype=self.cache_dtype,
+            batch_size=self.cache_batch_size, is_builder=trainer.local_rank == 0, barrier=trainer.strategy.barrier)
+        for dataset in self.datasets.values():
+            dataset.text_cache = self.text_cache
+
+    def _loader(self, split: str) -> DataLoader:
+        self._attach_text_cache()
+        train = split == "train"
+        dataset = self.datasets[split]
+        sampler = OneCaptionPerImageSampler(dataset, shuffle=train, fixed=not train, seed=self.seed, drop_last=train)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

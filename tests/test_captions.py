@@ -1,0 +1,227 @@
+"""Real caption data sets: every layout read from real files, quirks counted exactly, trained via train.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import caption_layouts as layouts
+from conftest import run_script
+from datamodules.captions import (CaptionedImageDataset, DataError, ImageCaptions, OneCaptionPerImageSampler,
+                                  clean_caption, open_rgb, resize_crop)
+from datamodules.coco import CocoDataModule
+from datamodules.cub import CubDataModule
+from datamodules.flickr8k import Flickr8kDataModule
+from datamodules.folder import FolderDataModule
+
+TRAIN_FAST = ["encoder=tiny", "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.num_workers=0",
+              "data.batch_size=4", "data.image_size=32", "model.generator.base_channels=8",
+              "model.discriminator.base_channels=8", "model.samples_per_prompt=2", "callbacks.progress_bar=null"]
+
+
+def _layout(name: str, root: Path) -> tuple[list[str], dict[str, int]]:
+    """(data overrides, expected skip counts) for one layout written under ``root``."""
+    if name == "flickr8k_kaggle":
+        return ["data=flickr8k"], layouts.flickr8k_kaggle(root)
+    if name == "flickr8k_original":
+        return ["data=flickr8k"], layouts.flickr8k_original(root)
+    if name == "flickr8k_karpathy":
+        return ["data=flickr8k", "data.split_source=karpathy"], layouts.flickr8k_karpathy(root)
+    if name == "coco2014":
+        return ["data=coco", "data.year=2014"], layouts.coco(root, 2014)
+    if name == "coco2017":
+        return ["data=coco"], layouts.coco(root, 2017)
+    if name == "cub":
+        return ["data=cub"], layouts.cub(root)
+    if name == "folder":
+        return ["data=folder"], layouts.folder(root)
+    if name in ("manifest_jsonl", "manifest_csv"):
+        path, expect = layouts.manifest(root, name.split("_")[1])
+        return ["data=folder", f"data.manifest={path}"], expect
+    raise ValueError(name)
+
+
+LAYOUTS = ("flickr8k_kaggle", "flickr8k_original", "flickr8k_karpathy", "coco2014", "coco2017", "cub", "folder",
+           "manifest_jsonl", "manifest_csv")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_train_py_fast_dev_run_on_each_layout(tmp_path, layout):
+    overrides, expect = _layout(layout, tmp_path / "data")
+    run = tmp_path / "run"
+    result = run_script("train.py", *overrides, f"data.root={tmp_path / 'data'}", *TRAIN_FAST,
+                        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["skipped"] == expect
+    assert all(report["images"][split] > 0 for split in ("train", "val"))
+    log = (run / "train.log").read_text()
+    assert f"data: {report['dataset']}" in log and "skipped" in log
+    assert "`Trainer.fit` stopped" in log
+
+
+def test_flickr8k_layouts_read_the_right_splits_and_captions(tmp_path):
+    layouts.flickr8k_original(tmp_path / "orig")
+    dm = Flickr8kDataModule(root=str(tmp_path / "orig"), image_size=32, num_workers=0, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    # official split files: 8/2/2 names, of which the truncated image (number 8) is in dev
+    assert [dm.datasets[s].num_images for s in ("train", "val", "test")] == [8, 1, 2]
+    assert dm.layout == "original release, official split"
+    assert all(len(r.captions) == 5 for d in dm.datasets.values() for r in d.records)
+    captions = set(dm.datasets["train"].captions)
+    assert 'A "quoted" caption with commas, and more , words' in captions  # CSV quoting undone, commas kept
+    assert "Un café près de la mer — naïve façade" in captions  # non-ASCII kept, blanks stripped
+    assert "two children play in the sand" in captions  # tabs and runs of spaces collapsed
+
+    layouts.flickr8k_karpathy(tmp_path / "karpathy")
+    dm = Flickr8kDataModule(root=str(tmp_path / "karpathy"), split_source="karpathy", image_size=32,
+                            cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    assert [dm.datasets[s].num_images for s in ("train", "val", "test")] == [8, 1, 2]  # restval joins train
+
+
+def test_coco_keeps_every_caption_and_cub_splits_by_class(tmp_path):
+    layouts.coco(tmp_path / "coco")
+    dm = CocoDataModule(root=str(tmp_path / "coco"), image_size=32, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    counts = sorted({len(r.captions) for r in dm.datasets["train"].records})
+    assert counts == [5, 6, 7]
+
+    layouts.cub(tmp_path / "cub")
+    dm = CubDataModule(root=str(tmp_path / "cub"), image_size=32, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    assert {r.path.parent.name for r in dm.datasets["val"].records} == {"001.Black_footed_Albatross"}
+    assert {r.path.parent.name for r in dm.datasets["train"].records} == {"002.Laysan_Albatross", "003.Sooty_Albatross"}
+    assert all(len(r.captions) == 10 and r.bbox == (5.0, 4.0, 20.0, 18.0) for r in dm.datasets["train"].records)
+
+
+def test_every_image_mode_becomes_rgb(tmp_path):
+    for kind in ("rgb", "gray", "cmyk", "rgba_png", "palette_png"):
+        path = layouts.write_image(tmp_path / f"x_{kind}.{'png' if 'png' in kind else 'jpg'}", kind)
+        image = open_rgb(path)
+        assert image.mode == "RGB" and image.size == (40, 30), kind
+        pixels = resize_crop(image, 16)
+        assert pixels.shape == (3, 16, 16) and -1 <= pixels.min() and pixels.max() <= 1
+    # alpha goes over white: a fully transparent pixel reads white, not black
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    clear.save(tmp_path / "clear.png")
+    assert np.asarray(open_rgb(tmp_path / "clear.png")).min() == 255
+    # 16-bit greyscale is scaled, not clipped
+    Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert np.asarray(open_rgb(tmp_path / "deep.png")).min() == 255
+
+
+def test_clean_caption():
+    assert clean_caption("  a\r\nb \t c  ") == "a b c"
+    assert clean_caption("word " * 100, max_chars=22) == "word word word word"
+    assert clean_caption("   ") == ""
+
+
+def _dataset(counts: list[int]) -> CaptionedImageDataset:
+    records = [ImageCaptions(Path(f"/x/{i}.jpg"), [f"image {i} caption {k}" for k in range(n)])
+               for i, n in enumerate(counts)]
+    return CaptionedImageDataset(records, image_size=32, train=True)
+
+
+def test_sampler_one_caption_per_image_per_epoch_and_all_captions_over_time():
+    ds = _dataset([5, 3, 7, 1, 5, 5])
+    sampler = OneCaptionPerImageSampler(ds, shuffle=True, fixed=False, seed=0)
+    seen: dict[int, set[int]] = {i: set() for i in range(ds.num_images)}
+    orders = []
+    for epoch in range(7):
+        sampler.set_epoch(epoch)
+        picks = list(sampler)
+        images = [int(ds.image_of[j]) for j in picks]
+        assert sorted(images) == list(range(ds.num_images))  # each image exactly once per epoch
+        for j in picks:
+            seen[int(ds.image_of[j])].add(j)
+        orders.append(images)
+    assert all(len(seen[i]) == n for i, n in enumerate([5, 3, 7, 1, 5, 5]))  # every caption used
+    assert orders[0] != orders[1]  # reshuffled each epoch
+    val = OneCaptionPerImageSampler(ds, shuffle=False, fixed=True)
+    for epoch in range(3):
+        val.set_epoch(epoch)
+        assert list(val) == [int(f) for f in ds.first_caption]  # fixed caption, fixed order
+
+
+def test_sampler_gives_each_rank_different_images():
+    ds = _dataset([2] * 11)
+    shares = []
+    for rank in range(3):
+        sampler = OneCaptionPerImageSampler(ds, shuffle=True, fixed=False, seed=1, num_replicas=3, rank=rank,
+                                            drop_last=True)
+        sampler.set_epoch(2)
+        shares.append([int(ds.image_of[j]) for j in sampler])
+        assert len(shares[-1]) == len(sampler) == 3
+    flat = [i for share in shares for i in share]
+    assert len(set(flat)) == len(flat) == 9
+
+
+def test_loader_uses_worker_processes_and_distinct_captions(tmp_path):
+    layouts.folder(tmp_path / "f")
+    dm = FolderDataModule(root=str(tmp_path / "f"), image_size=32, batch_size=2, num_workers=2, cache_text=False,
+                          cache_dir=str(tmp_path / "c"), split_fractions={"val": 0.2, "test": 0.0})
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers and loader.num_workers == 2
+    batches = list(loader)
+    captions = Counter(c for b in batches for c in b["caption"])
+    assert sum(captions.values()) == 2 * (dm.datasets["train"].num_images // 2)
+    assert all(b["image"].shape == (2, 3, 32, 32) for b in batches)
+
+
+@pytest.mark.parametrize("module, kwargs, path_part", [
+    (Flickr8kDataModule, {}, "captions.txt"),
+    (CocoDataModule, {"year": 2014}, "captions_train2014.json"),
+    (CubDataModule, {}, "images"),
+    (FolderDataModule, {"manifest": "nope.jsonl"}, "nope.jsonl"),
+])
+def test_missing_files_name_the_path(tmp_path, module, kwargs, path_part):
+    (tmp_path / "root" / "Images").mkdir(parents=True)
+    dm = module(root=str(tmp_path / "root"), cache_dir=str(tmp_path / "c"), **kwargs)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    assert path_part in str(err.value) and str(tmp_path / "root") in str(err.value)
+    with pytest.raises(DataError, match=f"data.root: {tmp_path / 'gone'} does not exist"):
+        module(root=str(tmp_path / "gone"), **kwargs)
+
+
+def test_cli_missing_annotation_file_is_one_line(tmp_path):
+    (tmp_path / "coco" / "train2017").mkdir(parents=True)
+    result = run_script("train.py", "data=coco", f"data.root={tmp_path / 'coco'}", *TRAIN_FAST,
+                        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"gan-ga: data.root: {tmp_path / 'coco' / 'annotations' / 'captions_train2017.json'} does not exist. "
+        + CocoDataModule.where()]
+
+
+def test_cli_missing_root_is_one_line(tmp_path):
+    result = run_script("train.py", "data=coco", f"data.root={tmp_path / 'nowhere'}", *TRAIN_FAST,
+                        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and str(tmp_path / "nowhere") in message[0] and "cocodataset.org" in message[0]
+
+
+def test_nothing_usable_is_a_clear_error(tmp_path):
+    root = tmp_path / "f"
+    layouts.write_image(root / "a.jpg", "truncated").with_suffix(".txt").write_text("a caption\n")
+    dm = FolderDataModule(root=str(root), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataError, match="no usable training images.*1 unreadable images"):
+        dm.setup("fit")
+
+
+def test_image_scan_is_cached(tmp_path):
+    layouts.flickr8k_kaggle(tmp_path / "k")
+    dm = Flickr8kDataModule(root=str(tmp_path / "k"), cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    scans = list((tmp_path / "c" / "image_scan").glob("*.json"))
+    assert len(scans) == 1 and json.loads(scans[0].read_text())["unreadable"][0].endswith("1008_img.jpg")
+    torch.manual_seed(0)
