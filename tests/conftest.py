@@ -29,6 +29,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.limit_val_batches=1",
 ]
+SHAPES_ONLY = ("data.val_size=8",)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,8 +43,11 @@ def offline_env(tmp_path_factory):
 def compose_train(output_dir: Path, overrides: list[str] = ()):
     """The train config as `python train.py OVERRIDES` would see it, writing to ``output_dir``."""
     GlobalHydra.instance().clear()
+    fast = FAST
+    if any(o.startswith("data=") and o != "data=shapes" for o in overrides):
+        fast = [o for o in FAST if o not in SHAPES_ONLY]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[*FAST, *overrides], return_hydra_config=True)
+        cfg = compose("train", overrides=[*fast, *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
