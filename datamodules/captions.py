@@ -128,8 +128,9 @@ def seeded_split(records: list[ImageCaptions], fractions: dict[str, float], seed
     order = np.random.default_rng(seed).permutation(len(records))
     n_val = int(round(len(records) * float(fractions.get("val", 0.0))))
     n_test = int(round(len(records) * float(fractions.get("test", 0.0))))
-    if len(records) >= 3:  # every split gets at least one image when there are enough
-        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    if len(records) >= 3:  # a split asked for gets at least one image when there are enough
+        n_val = max(n_val, 1) if fractions.get("val") else 0
+        n_test = max(n_test, 1) if fractions.get("test") else 0
     picked = [records[i] for i in order]
     return {"val": picked[:n_val], "test": picked[n_val : n_val + n_test], "train": picked[n_val + n_test :]}
 

@@ -187,3 +187,24 @@ def manifest(root: Path, kind: str = "jsonl") -> tuple[Path, dict[str, int]]:
     lines = ["image,caption"] + [f'{im},"{c.replace(chr(34), chr(34) * 2)}"' for im, c in rows]
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
     return path, expected(rows_missing=1, missing_images=1)
+
+
+class RecordCaptionIds:
+    """A Lightning callback (built lazily so this module imports without Lightning) that writes the
+    caption ids each rank trained on to ``out_dir/caption_ids_rank{R}.json``."""
+
+    def __new__(cls, out_dir: str):
+        import lightning as L
+
+        class _Record(L.Callback):
+            def __init__(self):
+                self.ids: list[int] = []
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                self.ids += [int(i) for i in batch["caption_id"]]
+
+            def on_train_end(self, trainer, module):
+                path = Path(out_dir) / f"caption_ids_rank{trainer.global_rank}.json"
+                path.write_text(json.dumps({"ids": self.ids, "sampler": type(trainer.train_dataloader.sampler).__name__}))
+
+        return _Record()

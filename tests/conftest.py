@@ -54,9 +54,10 @@ def compose_train(output_dir: Path, overrides: list[str] = ()):
     return cfg
 
 
-def run_script(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str, cwd: Path, timeout: int = 300,
+               pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     """Run one of the project's entry points as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, *pythonpath)))}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -225,3 +225,24 @@ def test_image_scan_is_cached(tmp_path):
     scans = list((tmp_path / "c" / "image_scan").glob("*.json"))
     assert len(scans) == 1 and json.loads(scans[0].read_text())["unreadable"][0].endswith("1008_img.jpg")
     torch.manual_seed(0)
+
+
+def test_ddp_ranks_train_on_different_images(tmp_path):
+    layouts.folder(tmp_path / "data")
+    result = run_script(
+        "train.py", "data=folder", f"data.root={tmp_path / 'data'}", "data.split_fractions.val=0.2",
+        *[o for o in TRAIN_FAST if o != "trainer.fast_dev_run=true"], "data.batch_size=2", "trainer.devices=2",
+        "trainer.max_steps=4", "trainer.limit_val_batches=0", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.record._target_=caption_layouts.RecordCaptionIds", f"+callbacks.record.out_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=400, pythonpath=(Path(__file__).parent,))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"caption_ids_rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["sampler"] == "OneCaptionPerImageSampler" for r in ranks)  # Lightning kept our sampler
+    from datamodules.folder import FolderDataModule as F
+
+    dm = F(root=str(tmp_path / "data"), split_fractions={"val": 0.2}, cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    images = [{int(train.image_of[i]) for i in r["ids"]} for r in ranks]
+    assert len(ranks[0]["ids"]) == len(ranks[1]["ids"]) == 4
+    assert len(images[0]) == len(images[1]) == 4 and not images[0] & images[1]
