@@ -408,7 +408,8 @@ class CaptionDataModule(L.LightningDataModule):
             splits["val"] = splits["train"][: max(1, min(len(splits["train"]) // 20, 256))]
         if self.max_val_images:
             splits["val"] = splits["val"][: self.max_val_images]
-        splits.setdefault("test", splits["val"])
+        if not splits.get("test"):
+            splits["test"] = splits["val"]
         offset = 0
         for split in SPLIT_NAMES:
             train = split == "train"
