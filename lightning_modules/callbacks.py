@@ -63,3 +63,119 @@ class Checkpoint(ModelCheckpoint):
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
+
+
+class SampleMetrics(L.Callback):
+    """Quality metrics of the EMA generator at every ``every_n_validations``-th validation, logged as
+    ``metrics/...``, with the best checkpoint kept as ``best.ckpt`` (and ``best.json``).
+
+    ``metrics: auto`` picks caption accuracy (and the oracle Frechet distance) on ``shapes``, FID
+    elsewhere when ``inception_weights`` is given, nothing otherwise. The same fixed captions and
+    noise are used every time, so values compare across the run; every rank computes the same
+    numbers (no gathering needed, and a best-checkpoint decision that all ranks share).
+    """
+
+    PRIMARY = {"caption_accuracy": ("metrics/caption_accuracy", "max"), "fid": ("metrics/fid", "min")}
+
+    def __init__(self, *, metrics: str | list = "auto", num_samples: int = 256, every_n_validations: int = 1,
+                 batch_size: int = 64, cache_dir: str = "data/cache", inception_weights: str | None = None,
+                 dirpath: str | None = None, save_best: bool = True, seed: int = 0):
+        self.requested = metrics
+        self.num_samples, self.every, self.batch_size = num_samples, every_n_validations, batch_size
+        self.cache_dir, self.inception_weights = cache_dir, inception_weights
+        self.dirpath, self.save_best, self.seed = dirpath, save_best, seed
+        self.metrics: list[str] = []
+        self.validations = 0
+        self.best: float | None = None
+
+    def _resolve(self, datamodule) -> list[str]:
+        from datamodules.shapes import ShapesDataModule
+
+        if self.requested != "auto":
+            return list(self.requested)
+        if isinstance(datamodule, ShapesDataModule):
+            return ["caption_accuracy"]
+        return ["fid"] if self.inception_weights else []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.metrics:
+            return
+        self.metrics = self._resolve(trainer.datamodule)
+        if not self.metrics:
+            rank_zero_info("metrics during training: none (set callbacks.sample_metrics.inception_weights for FID)")
+            return
+        from datamodules.shapes import ShapesDataModule
+        from lightning_modules.evaluation import real_set
+
+        if "caption_accuracy" in self.metrics:
+            if not isinstance(trainer.datamodule, ShapesDataModule):
+                raise ValueError("callbacks.sample_metrics.metrics=[caption_accuracy] needs data=shapes")
+            from datamodules.shapes_oracle import load_or_train
+
+            if trainer.local_rank == 0:
+                self.oracle = load_or_train(self.cache_dir, log=rank_zero_info)
+            trainer.strategy.barrier()
+            if trainer.local_rank != 0:
+                self.oracle = load_or_train(self.cache_dir, log=rank_zero_info)
+            dataset = trainer.datamodule.datasets["test"]
+            n = min(self.num_samples, len(dataset))
+            self.scenes, self.captions = zip(*(dataset.sample(i) for i in range(n)))
+            real = torch.stack([dataset[i]["image"] for i in range(n)])
+            self.real_features = self.oracle.features(real)
+        if "fid" in self.metrics:
+            from lightning_modules.metrics import inception_features, load_inception
+
+            self.inception = load_inception(self.inception_weights)
+            real, self.captions, _ = real_set(trainer.datamodule, "val", self.num_samples)
+            self.real_pool, _ = inception_features(self.inception.to(pl_module.device), real)
+        self.primary, self.mode = self.PRIMARY[self.metrics[0]]
+
+    @torch.no_grad()
+    def compute(self, pl_module) -> dict[str, float]:
+        from lightning_modules.evaluation import generate_for
+
+        fake = generate_for(pl_module, list(self.captions), self.batch_size, self.seed)
+        values: dict[str, float] = {}
+        if "caption_accuracy" in self.metrics:
+            from datamodules.shapes_oracle import caption_scores, frechet_distance
+
+            scores = caption_scores(self.oracle, fake, self.scenes)
+            values["metrics/caption_accuracy"] = scores.pop("caption")
+            values.update({f"metrics/accuracy_{k}": v for k, v in scores.items()})
+            values["metrics/oracle_fd"] = frechet_distance(self.real_features, self.oracle.features(fake))
+        if "fid" in self.metrics:
+            from lightning_modules.metrics import fid, inception_features
+
+            values["metrics/fid"] = fid(self.real_pool, inception_features(self.inception, fake)[0])
+        return values
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.metrics:
+            return
+        self.validations += 1
+        if self.validations % self.every:
+            return
+        values = self.compute(pl_module)
+        values["metrics/samples"] = float(len(self.captions))
+        pl_module.log_dict(values, on_epoch=True, sync_dist=False)
+        value = values[self.primary]
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better and self.save_best and self.dirpath and not trainer.fast_dev_run:
+            self.best = value
+            self._save_best(trainer, pl_module, value)
+
+    def _save_best(self, trainer: L.Trainer, pl_module, value: float) -> None:
+        folder = Path(self.dirpath)
+        tmp = folder / ".best.ckpt.tmp"
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(folder / "best.ckpt")
+            info = {"metric": self.primary, "mode": self.mode, "value": value, "batches": int(pl_module.batches_seen),
+                    "global_step": trainer.global_step}
+            (folder / "best.json").write_text(json.dumps(info, indent=2))
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.validations = state_dict.get("best"), state_dict.get("validations", 0)

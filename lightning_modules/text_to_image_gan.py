@@ -182,12 +182,13 @@ class TextToImageGAN(L.LightningModule):
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
         logs["train/batches"] = float(self.batches_seen)
+        bar = {"d": d_logs["d_loss"], "g": g_logs["g_loss"]}
         if self._last_step_time is not None:
             logs["perf/images_per_sec"] = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
+            bar["img/s"] = logs["perf/images_per_sec"]
         self._last_step_time = now
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log_dict({"d": d_logs["d_loss"], "g": g_logs["g_loss"]}, prog_bar=True, on_step=True, logger=False,
-                      batch_size=batch_size)
+        self.log_dict(bar, prog_bar=True, on_step=True, logger=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -252,8 +253,12 @@ def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) 
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     if isinstance(logger, WandbLogger):
+        import wandb
+
         strips = [side_by_side(r) for r in rows]
         logger.log_image(key=key, images=[np.asarray(grid)], step=None, caption=[f"batch {step}"])
         logger.log_image(key="samples/prompts", images=strips, caption=list(prompts))
+        logger.log_table(key="samples/table", columns=["batch", "prompt", "EMA samples"],
+                         data=[[step, p, wandb.Image(s, caption=p)] for p, s in zip(prompts, strips)])
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, np.asarray(grid), global_step=step, dataformats="HWC")

@@ -18,10 +18,11 @@ from datamodules.captions import DataError
 from datamodules.text_cache import TextCacheError
 from lightning_modules.components.text_encoders import EncoderLoadError
 from lightning_modules.config_checks import ConfigError, validate
+from lightning_modules.metrics import MetricsError
 from lightning_modules.text_to_image_gan import TextToImageGAN
 
 # Errors about the user's input (config, data, encoder files): train.py prints them as one line, exit code 2.
-USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError)
+USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError, MetricsError)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -26,6 +26,7 @@ FAST = [
     "model.discriminator.base_channels=8",
     "model.samples_per_prompt=2",
     "callbacks.progress_bar=null",
+    "callbacks.sample_metrics=null",
     "trainer.accelerator=cpu",
     "trainer.limit_val_batches=1",
 ]
@@ -71,3 +72,13 @@ def trained_run(tmp_path_factory):
     cfg = compose_train(out, ["trainer.max_steps=8", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"])
     run_training(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def oracle_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the shapes oracle, trained once per test session."""
+    from datamodules.shapes_oracle import load_or_train
+
+    cache = tmp_path_factory.mktemp("oracle_cache")
+    load_or_train(cache)
+    return cache

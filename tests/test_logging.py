@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image
 
@@ -9,9 +11,12 @@ from conftest import compose_train
 from lightning_modules.training import run_training
 
 
-def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path):
+def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path, oracle_cache):
     cfg = compose_train(tmp_path, ["logger=wandb", "logger.wandb.offline=true", "trainer.max_steps=4",
-                                   "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks.model_checkpoint=null"])
+                                   "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks.model_checkpoint=null",
+                                   "+callbacks.sample_metrics._target_=lightning_modules.callbacks.SampleMetrics",
+                                   f"+callbacks.sample_metrics.cache_dir={oracle_cache}",
+                                   "+callbacks.sample_metrics.num_samples=16"])
     run_training(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -20,8 +25,15 @@ def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path):
     for png in pngs:
         assert np.asarray(Image.open(png)).max() > 0  # uint8, not the black PNG of float images
     records = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's history records
-    for key in (b"train/d_loss", b"train/g_loss", b"train/d_gp", b"val/match_margin", b"perf/images_per_sec"):
+    for key in (b"train/d_loss", b"train/g_loss", b"train/d_gp", b"val/match_margin", b"perf/images_per_sec",
+                b"metrics/caption_accuracy", b"metrics/accuracy_color", b"samples/table"):
         assert key in records, key
+    tables = list(runs[0].glob("files/media/table/samples/table_*.table.json"))
+    assert tables, list(runs[0].rglob("*.json"))[:20]
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["batch", "prompt", "EMA samples"]
+    assert [row[1] for row in table["data"]] == list(cfg.data.sample_prompts)
+    assert b"table-file" in records  # logged as a W&B table (its images travel in the run's table artifact)
 
 
 def test_tensorboard_receives_scalars_and_grid(tmp_path):

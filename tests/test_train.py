@@ -31,15 +31,17 @@ def test_model_preset_picks_its_fusion(tmp_path):
         assert cfg.fusion._target_.endswith(fusion_class), model
 
 
-def test_cli_fast_dev_run(tmp_path):
+def test_cli_fast_dev_run(tmp_path, oracle_cache):
     result = run_script("train.py", "model=gan_ga", "fusion=affine", "encoder=tiny", "trainer.fast_dev_run=true",
+                        f"paths.cache_dir={oracle_cache}",
                         "data.num_workers=0", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`Trainer.fit` stopped" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_multirun_sweep_runs_every_job(tmp_path):
+def test_multirun_sweep_runs_every_job(tmp_path, oracle_cache):
     result = run_script("train.py", "-m", "fusion=concat,affine", "encoder=tiny", "trainer.fast_dev_run=true",
+                        f"paths.cache_dir={oracle_cache}",
                         "data.num_workers=0", "callbacks.progress_bar=null", f"hydra.sweep.dir={tmp_path}/sweep",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,9 +51,10 @@ def test_multirun_sweep_runs_every_job(tmp_path):
         assert "`Trainer.fit` stopped" in (job_dir / "train.log").read_text()
 
 
-def test_ddp_two_cpu_ranks_end_identical(tmp_path):
+def test_ddp_two_cpu_ranks_end_identical(tmp_path, oracle_cache):
     run_dir = tmp_path / "ddp"
     result = run_script("train.py", "encoder=tiny", "trainer.accelerator=cpu", "trainer.devices=2",
+                        f"paths.cache_dir={oracle_cache}",
                         "trainer.max_steps=12", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
                         "data.batch_size=4", "data.num_workers=0", "model.generator.base_channels=8",
                         "model.discriminator.base_channels=8", "callbacks.progress_bar=null",
@@ -63,6 +66,8 @@ def test_ddp_two_cpu_ranks_end_identical(tmp_path):
         assert len(digests) == 2 and digests[0] == digests[1]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 12
+    best = json.loads((run_dir / "checkpoints" / "best.json").read_text())  # metrics ran on both ranks
+    assert best["metric"] == "metrics/caption_accuracy" and (run_dir / "checkpoints" / "best.ckpt").is_file()
 
 
 def _adam_steps(ckpt: dict) -> list[int]:

@@ -1,0 +1,85 @@
+"""Caption accuracy against training images seen, for a fixed training budget (JSON).
+
+Runs ``train.py`` (the default configuration unless overrides are given) in a fresh run folder, then
+reads the run's ``csv/metrics.csv``: ``metrics/caption_accuracy`` (the shapes oracle on 256 EMA
+samples of fixed test captions, at each validation) and the per-attribute accuracies, against
+``train/batches`` x batch size. Compare runs of two commits or two configs on the same machine.
+
+Usage: ``python benchmarks/shapes_quality.py [--out FILE] [train.py overrides ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def curve(metrics_csv: Path, batch_size: int) -> list[dict]:
+    rows = list(csv.DictReader(metrics_csv.open()))
+    last_batches = 0.0
+    points = []
+    for row in rows:
+        if row.get("train/batches"):
+            last_batches = float(row["train/batches"])
+        if row.get("metrics/caption_accuracy"):
+            point = {"batches": int(last_batches), "images_seen": int(last_batches) * batch_size}
+            for key in ("caption_accuracy", "accuracy_shape", "accuracy_color", "accuracy_size", "accuracy_position",
+                        "oracle_fd"):
+                if row.get(f"metrics/{key}"):
+                    point[key] = float(row[f"metrics/{key}"])
+            points.append(point)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    args, overrides = parser.parse_known_args()
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        t0 = time.perf_counter()
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run}",
+                                 "callbacks.progress_bar=null"], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if result.returncode != 0:
+            sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
+        config = (run / ".hydra" / "config.yaml").read_text()
+        import yaml
+
+        cfg = yaml.safe_load(config)
+        points = curve(run / "csv" / "metrics.csv", int(cfg["data"]["batch_size"]))
+        best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
+    report = {
+        "benchmark": "shapes_quality",
+        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed test captions) vs training images seen",
+        "overrides": overrides,
+        "config": {k: cfg[k] for k in ("data", "model", "trainer") if k in cfg},
+        "machine": {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                    "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "wall_s": wall,
+        "final": points[-1] if points else None,
+        "best": best,
+        "curve": points,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Shapes oracle and caption accuracy, Inception metrics on a random (properly initialised) Inception,
+evaluate.py end to end on a checkpoint the tests train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_script
+from datamodules import shapes_oracle as so
+from lightning_modules import metrics
+
+
+@pytest.fixture(scope="session")
+def oracle(oracle_cache):
+    return so.load_or_train(oracle_cache, log=lambda *_: pytest.fail("the cached oracle was trained again"))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return so.render_batch(seed=0, start=0, n=2000, split=3)  # seeds the oracle never trained on
+
+
+def test_oracle_reads_held_out_renders(oracle, held_out):
+    images, scenes = held_out
+    scores = so.caption_scores(oracle, images, scenes)
+    assert min(scores[k] for k in ("shape", "color", "size", "position")) >= 0.98, scores
+    assert scores["caption"] >= 0.95, scores
+
+
+def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
+    images, scenes = held_out
+    noise = torch.rand(500, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scores = so.caption_scores(oracle, noise, scenes[:500])
+    assert scores["caption"] <= 0.02 and scores["color"] <= 0.3 and scores["shape"] <= 0.35, scores
+    # mismatched scenes: right images, wrong captions
+    wrong = so.caption_scores(oracle, images[:500], scenes[500:1000])
+    assert wrong["caption"] <= 0.05, wrong
+
+
+def test_oracle_frechet_distance(oracle, held_out):
+    images, _ = held_out
+    a, b = oracle.features(images[:1000]), oracle.features(images[1000:])
+    same = so.frechet_distance(a, b)
+    noisy = so.frechet_distance(a, oracle.features((images[1000:] + 0.5 * torch.randn_like(images[1000:])).clamp(-1, 1)))
+    assert abs(so.frechet_distance(a, a)) < 1e-6 * max(1.0, float(a.var(0).sum()))
+    assert noisy > 10 * same > 0
+
+
+def test_oracle_cache_is_keyed_by_the_renderer(oracle_cache, monkeypatch):
+    files = list((oracle_cache / "shapes_oracle").glob("*.safetensors"))
+    assert [f.stem for f in files] == [so.renderer_digest()]
+    monkeypatch.setattr(so.shapes, "SIZE_RADIUS", {"small": 0.1, "large": 0.2})
+    assert so.renderer_digest() != files[0].stem  # a changed renderer names another file: retrained
+
+
+def _random_inception_file(path: Path) -> Path:
+    """The real TF-compatible Inception architecture with Kaiming-initialised random weights."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # skip the pretrained weights during construction
+            return None
+
+    empty = path.with_suffix(".empty")
+    torch.save({}, empty)
+    net = Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_kid_is_on_a_random_inception(tmp_path):
+    inception = metrics.load_inception(_random_inception_file(tmp_path / "inception.pth"))
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
+    other = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
+    shifted = (other * 0.3 + 0.6).clamp(-1, 1)
+    f_base, logits = metrics.inception_features(inception, base)
+    f_other, _ = metrics.inception_features(inception, other)
+    f_shift, _ = metrics.inception_features(inception, shifted)
+    assert f_base.shape == (10, 2048) and f_base.std() > 0
+    assert abs(metrics.fid(f_base, f_base)) < 1e-3 * metrics.fid(f_base, f_shift)
+    assert metrics.fid(f_base, f_shift) > 2 * metrics.fid(f_base, f_other)
+    assert metrics.kid(f_base, f_shift, subsets=5)[0] > metrics.kid(f_base, f_other, subsets=5)[0]
+    score, _ = metrics.inception_score(logits, splits=2)
+    assert 1.0 <= score <= 1008
+
+
+def test_missing_inception_weights_say_where_to_get_them(tmp_path):
+    with pytest.raises(metrics.MetricsError, match="metrics.inception_weights.*weights-inception-2015-12-05"):
+        metrics.load_inception(tmp_path / "nope.pth")
+
+
+def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
+    out = tmp_path / "eval"
+    result = run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+                        "metrics=[caption_accuracy]", "num_samples=24", f"cache_dir={oracle_cache}",
+                        f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())
+    m, protocol = report["metrics"], report["protocol"]
+    assert {"caption_accuracy/caption", "caption_accuracy/color", "oracle_fd"} <= set(m)
+    assert m["caption_accuracy/real_reference"] >= 0.9  # the real renders of the same captions
+    assert protocol["samples"] == 24 and protocol["real_split"] == "val" and protocol["generator"] == "EMA"
+    assert protocol["oracle"]["renderer_digest"] == so.renderer_digest()
+    assert "caption_accuracy/caption" in result.stdout  # the printed table
+
+    bad = run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "metrics=[fid]",
+                     f"hydra.run.dir={out}", cwd=tmp_path)
+    assert bad.returncode == 2 and "metrics.inception_weights is not set" in bad.stderr
+
+
+def test_training_logs_caption_accuracy_and_keeps_the_best_checkpoint(tmp_path, oracle_cache):
+    import csv
+
+    from conftest import compose_train
+    from lightning_modules.training import run_training
+
+    cfg = compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+                                   "+callbacks.sample_metrics._target_=lightning_modules.callbacks.SampleMetrics",
+                                   f"+callbacks.sample_metrics.cache_dir={oracle_cache}", "+callbacks.sample_metrics.num_samples=32",
+                                   f"+callbacks.sample_metrics.dirpath={tmp_path / 'checkpoints'}"])
+    metrics_out = run_training(cfg)
+    assert 0.0 <= metrics_out["metrics/caption_accuracy"] <= 1.0 and metrics_out["metrics/samples"] == 32
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    values = [float(r["metrics/caption_accuracy"]) for r in rows if r.get("metrics/caption_accuracy")]
+    assert len(values) == 2  # one per validation (4 batches, every 2)
+    best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "metrics/caption_accuracy" and best["value"] == max(values)
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
