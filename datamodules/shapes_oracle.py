@@ -140,31 +140,55 @@ def load_or_train(cache_dir: Path | str, log=print, **train_kwargs) -> ShapesOra
 
 @torch.no_grad()
 def read_scenes(oracle: ShapesOracle, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Predicted per-cell labels (present, shape, colour, size), each [N, 9]."""
-    preds: dict[str, list[torch.Tensor]] = {k: [] for k in HEADS}
+    """Predicted per-cell labels (present, shape, colour, size: long [N, 9]) and ``confidence``, the
+    probability that an object is in the cell (float [N, 9])."""
+    preds: dict[str, list[torch.Tensor]] = {k: [] for k in (*HEADS, "confidence")}
     for start in range(0, images.shape[0], batch_size):
         out = oracle(images[start : start + batch_size].float())
         for k in HEADS:
             preds[k].append(out[k].argmax(-1).cpu())
+        preds["confidence"].append(out["present"].softmax(-1)[..., 1].float().cpu())
     return {k: torch.cat(v) for k, v in preds.items()}
 
 
 def caption_scores(oracle: ShapesOracle, images: torch.Tensor, scenes: Sequence[shapes.Scene]) -> dict[str, float]:
     """How often the images show what their scenes' captions say.
 
-    ``shape``/``color``/``size``/``position``: fraction of described objects with that attribute
-    right (position right = an object is read at that cell); ``caption``: fraction of images with
-    every attribute of every object right and no object where the caption names none.
+    ``position``: fraction of described objects read at their cell. ``shape``/``color``/``size``:
+    fraction of described objects whose attribute is right on the generated object paired with
+    them: the one at their cell when there is one, else the most confident remaining detection
+    (so a red circle drawn in the wrong place still counts as red). ``caption``: fraction of images
+    with every attribute of every object right at its cell and no object where none is described.
     """
-    pred, truth = read_scenes(oracle, images), cell_targets(scenes)
+    return scores_from_predictions(read_scenes(oracle, images), scenes)
+
+
+def _pairs(confidence: torch.Tensor, detected: torch.Tensor, cells: list[int]) -> list[int]:
+    """For one image: the generated-object cell paired with each described cell."""
+    ranked = [int(c) for c in confidence.argsort(descending=True)]
+    paired = {c: c for c in cells if detected[c]}
+    free = [c for c in ranked if c not in paired.values()]
+    return [paired[c] if c in paired else free.pop(0) for c in cells]
+
+
+def scores_from_predictions(pred: dict[str, torch.Tensor], scenes: Sequence[shapes.Scene]) -> dict[str, float]:
+    """:func:`caption_scores` from per-cell predictions (e.g. gathered from several processes)."""
+    truth = cell_targets(scenes)
     present = truth["present"].bool()
-    position = pred["present"].bool() & present
-    right = {k: (pred[k] == truth[k]) & position for k in ("shape", "color", "size")}
-    n = present.sum().clamp_min(1)
-    scores = {k: float(v.sum() / n) for k, v in right.items()}
-    scores["position"] = float(position.sum() / n)
-    whole = position & right["shape"] & right["color"] & right["size"]
-    scores["caption"] = float(((whole == present).all(1) & (pred["present"].bool() == present).all(1)).float().mean())
+    detected = pred["present"].bool()
+    position = detected & present
+    counts = {k: 0 for k in ("shape", "color", "size")}
+    for i in range(present.shape[0]):
+        cells = [int(c) for c in present[i].nonzero().flatten()]
+        for cell, source in zip(cells, _pairs(pred["confidence"][i], detected[i], cells)):
+            for k in counts:
+                counts[k] += int(pred[k][i, source] == truth[k][i, cell])
+    n = max(int(present.sum()), 1)
+    scores = {k: v / n for k, v in counts.items()}
+    scores["position"] = float(position.sum()) / n
+    at_cell = {k: (pred[k] == truth[k]) & position for k in counts}
+    whole = position & at_cell["shape"] & at_cell["color"] & at_cell["size"]
+    scores["caption"] = float(((whole == present).all(1) & (detected == present).all(1)).float().mean())
     return scores
 
 

@@ -105,7 +105,7 @@ class SampleMetrics(L.Callback):
             rank_zero_info("metrics during training: none (set callbacks.sample_metrics.inception_weights for FID)")
             return
         from datamodules.shapes import ShapesDataModule
-        from lightning_modules.evaluation import real_set
+        from lightning_modules.evaluation import eval_set
 
         if "caption_accuracy" in self.metrics:
             if not isinstance(trainer.datamodule, ShapesDataModule):
@@ -126,8 +126,11 @@ class SampleMetrics(L.Callback):
             from lightning_modules.metrics import inception_features, load_inception
 
             self.inception = load_inception(self.inception_weights)
-            real, self.captions, _ = real_set(trainer.datamodule, "val", self.num_samples)
-            self.real_pool, _ = inception_features(self.inception.to(pl_module.device), real)
+            data = eval_set(trainer.datamodule, "val", self.num_samples)
+            self.captions = data.captions
+            self.inception = self.inception.to(pl_module.device)
+            self.real_pool = torch.cat([inception_features(self.inception, data.images(range(i, min(i + 64, len(data)))))[0]
+                                        for i in range(0, len(data), 64)])
         self.primary, self.mode = self.PRIMARY[self.metrics[0]]
 
     @torch.no_grad()

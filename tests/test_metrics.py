@@ -101,13 +101,15 @@ def test_missing_inception_weights_say_where_to_get_them(tmp_path):
 
 def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     out = tmp_path / "eval"
+    clip = _tiny_clip(tmp_path / "clip")
     result = run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
-                        "metrics=[caption_accuracy]", "num_samples=24", f"cache_dir={oracle_cache}",
-                        f"hydra.run.dir={out}", cwd=tmp_path)
+                        "metrics=[caption_accuracy,clip_score]", "num_samples=24", f"cache_dir={oracle_cache}",
+                        f"clip_model={clip}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     m, protocol = report["metrics"], report["protocol"]
-    assert {"caption_accuracy/caption", "caption_accuracy/color", "oracle_fd"} <= set(m)
+    assert {"caption_accuracy/caption", "caption_accuracy/color", "oracle_fd", "clip_score", "clip_score_real"} <= set(m)
+    assert protocol["clip"]["model"] == str(clip)
     assert m["caption_accuracy/real_reference"] >= 0.9  # the real renders of the same captions
     assert protocol["samples"] == 24 and protocol["real_split"] == "val" and protocol["generator"] == "EMA"
     assert protocol["oracle"]["renderer_digest"] == so.renderer_digest()
@@ -136,3 +138,54 @@ def test_training_logs_caption_accuracy_and_keeps_the_best_checkpoint(tmp_path, 
     best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
     assert best["metric"] == "metrics/caption_accuracy" and best["value"] == max(values)
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def _tiny_clip(folder: Path) -> Path:
+    """A real CLIPModel + CLIPProcessor, tiny and randomly initialised, saved as a local folder."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    folder.mkdir(parents=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {token: i for i, token in enumerate([*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    assert len(tokenizer) == len(vocab) and len(tokenizer("a red circle")["input_ids"]) > 3
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(vocab) - 2,
+                         eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_clip_score_with_a_local_clip(tmp_path):
+    clip = metrics.load_clip(_tiny_clip(tmp_path / "clip"))
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1
+    captions = ["a red circle", "a blue square", "two dogs", "a cat"]
+    score = metrics.clip_score(images, captions, clip)
+    assert 0.0 <= score <= 100.0
+    assert metrics.clip_score(images, captions, clip) == score  # deterministic
+    with pytest.raises(metrics.MetricsError, match="clip_model=.*huggingface-cli download"):
+        metrics.load_clip(tmp_path / "no_clip_here")
+
+
+def test_evaluate_py_on_two_processes_matches_one(trained_run, oracle_cache, tmp_path):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    reports = []
+    for devices in (1, 2):
+        out = tmp_path / f"eval{devices}"
+        result = run_script("evaluate.py", f"ckpt_path={ckpt}", "metrics=[caption_accuracy]", "num_samples=21",
+                            f"cache_dir={oracle_cache}", f"devices={devices}", "device=cpu", "batch_size=4",
+                            f"hydra.run.dir={out}", cwd=tmp_path, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append(json.loads((out / "metrics.json").read_text()))
+    assert reports[1]["protocol"]["processes"] == 2 and reports[1]["protocol"]["samples"] == 21
+    for key, value in reports[0]["metrics"].items():
+        assert reports[1]["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
