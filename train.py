@@ -5,7 +5,10 @@ Examples:
     python train.py model=dfgan encoder=bert_base      # DF-GAN with BERT
     python train.py model=gan_ga trainer.devices=4     # DDP on 4 GPUs
     python train.py -m fusion=concat,affine,cross_attention
-    python train.py ckpt_path=logs/train/runs/RUN/checkpoints/last.ckpt   # resume
+    python train.py ckpt_path=logs/train/runs/RUN/checkpoints/last.ckpt   # resume from a file
+    python train.py resume=auto hydra.run.dir=logs/train/runs/my_run      # (re)start a run in a fixed folder
+
+Exit status: 0 done (or stopped by SIGTERM/SIGUSR1 with last.ckpt saved), 2 bad input, 3 diverged.
 """
 
 import sys
@@ -16,13 +19,16 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lightning_modules.training import USER_ERRORS, run_training
+    from lightning_modules.training import USER_ERRORS, DivergenceError, run_training
 
     try:
         metrics = run_training(cfg)
     except USER_ERRORS as err:
         print(f"gan-ga: {err}", file=sys.stderr)
         sys.exit(2)
+    except DivergenceError as err:
+        print(f"gan-ga: {err}", file=sys.stderr)
+        sys.exit(3)
     return metrics.get("val/match_margin")
 
 

@@ -35,7 +35,9 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.resumable import ResumableSampler, batches_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "val", "test")
@@ -269,33 +271,27 @@ class CaptionedImageDataset(Dataset):
         return item
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-class OneCaptionPerImageSampler(DistributedSampler):
+class OneCaptionPerImageSampler(ResumableSampler):
     """Yields caption indices: every image once per epoch (shuffled when training), with caption
     ``(start_i + epoch) mod n_i`` so an image's captions take turns; ``fixed`` always uses caption 0.
 
     Under DDP each rank takes its own slice (a ``DistributedSampler``, so Lightning keeps it and
-    calls ``set_epoch``); the last partial share is padded (or dropped with ``drop_last``)."""
+    calls ``set_epoch``); the last partial share is padded (or dropped with ``drop_last``). A
+    resumed run continues where it stopped (:class:`~datamodules.resumable.ResumableSampler`)."""
 
     def __init__(self, dataset: CaptionedImageDataset, *, shuffle: bool, fixed: bool, seed: int = 0,
-                 drop_last: bool = False, num_replicas: int | None = None, rank: int | None = None):
-        world, this_rank = _world()
-        world = world if num_replicas is None else num_replicas
-        rank = this_rank if rank is None else rank
-        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+                 drop_last: bool = False, num_replicas: int | None = None, rank: int | None = None,
+                 position=None, batch_size: int = 1):
+        super().__init__(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank,
+                         position=position, batch_size=batch_size)
         self.fixed = fixed
-        n = dataset.num_images
+        n, world = dataset.num_images, self.num_replicas
         self.num_samples = n // world if drop_last else math.ceil(n / world)
         self.total_size = self.num_samples * world
         start = np.random.default_rng([seed, 7]).integers(0, 1 << 30, size=n)
         self._start = start % np.maximum(dataset.caption_counts, 1)
 
-    def __iter__(self) -> Iterator[int]:
+    def indices(self) -> list[int]:
         ds: CaptionedImageDataset = self.dataset
         n = ds.num_images
         if self.shuffle:
@@ -309,7 +305,7 @@ class OneCaptionPerImageSampler(DistributedSampler):
         pick = pick.tolist()
         if len(pick) < self.total_size:  # pad by wrapping around
             pick += (pick * math.ceil(self.total_size / max(len(pick), 1)))[: self.total_size - len(pick)]
-        return iter(pick[self.rank : self.total_size : self.num_replicas])
+        return pick[self.rank : self.total_size : self.num_replicas]
 
     def __len__(self) -> int:
         return self.num_samples
@@ -464,7 +460,8 @@ class CaptionDataModule(L.LightningDataModule):
         self._attach_text_cache()
         train = split == "train"
         dataset = self.datasets[split]
-        sampler = OneCaptionPerImageSampler(dataset, shuffle=train, fixed=not train, seed=self.seed, drop_last=train)
+        sampler = OneCaptionPerImageSampler(dataset, shuffle=train, fixed=not train, seed=self.seed, drop_last=train,
+                                            position=batches_trained(self) if train else None, batch_size=self.batch_size)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.persistent_workers and self.num_workers > 0)

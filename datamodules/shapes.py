@@ -20,6 +20,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.resumable import ResumableSampler, batches_trained
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 SHAPE_WORDS = {
     "circle": ("circle", "disc"),
@@ -209,7 +211,7 @@ class ShapesDataModule(L.LightningDataModule):
         if not 1 <= min_objects <= max_objects <= 2:
             raise ValueError(f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 1 <= min <= max <= 2")
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.pin_memory = pin_memory
+        self.pin_memory, self.seed = pin_memory, seed
         self.sample_prompts = list(sample_prompts)
         self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects)
@@ -220,10 +222,13 @@ class ShapesDataModule(L.LightningDataModule):
         }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # training order from (seed, batches trained): a resumed run continues exactly (datamodules/resumable.py)
+        sampler = ResumableSampler(self.datasets[split], shuffle=shuffle, seed=self.seed, drop_last=shuffle,
+                                   position=batches_trained(self) if shuffle else None, batch_size=self.batch_size)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

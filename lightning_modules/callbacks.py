@@ -60,9 +60,86 @@ class Checkpoint(ModelCheckpoint):
     """
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_now(trainer)
+
+    def save_now(self, trainer: L.Trainer) -> str | None:
+        """Write ``last.ckpt`` for the current state unless it is already on disk (every rank calls)."""
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
+        return self.last_model_path or None
+
+
+class Preemption(L.Callback):
+    """SIGTERM (schedulers, SLURM's preemption) or SIGUSR1 (SLURM's ``--signal=USR1@90``): at the
+    end of the current batch, ``last.ckpt`` is written (atomically) and training stops cleanly.
+    ``python train.py resume=auto hydra.run.dir=RUN`` continues from it.
+
+    Lightning notes SIGTERM itself (``trainer.received_sigterm``) and stops after the batch; this
+    callback saves first. SIGUSR1 is taken unless Lightning's SLURM auto-requeue already handles it.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, signals: list[str] | tuple[str, ...] = SIGNALS):
+        bad = [name for name in signals if name not in self.SIGNALS]
+        if bad:
+            raise ValueError(f"callbacks.preemption.signals={list(signals)}: allowed {list(self.SIGNALS)}")
+        self.signals = list(signals)
+        self.received: str | None = None
+        self.stopped: dict | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        import signal
+
+        self.received = signal.Signals(signum).name
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+        import threading
+
+        if "SIGUSR1" in self.signals and hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # not Lightning's SLURM requeue handler
+                self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._handler)
+
+    def _requested(self, trainer: L.Trainer) -> bool:
+        local = self.received is not None or ("SIGTERM" in self.signals and trainer.received_sigterm)
+        if trainer.world_size > 1:  # a signal may reach one rank first: stop together
+            return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
+        return local
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if not self._requested(trainer):
+            return
+        name = self.received or "SIGTERM"
+        callback = trainer.checkpoint_callback
+        path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
+        if path is None and callback is not None and callback.dirpath:
+            path = str(Path(callback.dirpath) / "last.ckpt")
+            trainer.save_checkpoint(path)
+        batches = int(getattr(pl_module, "batches_seen", -1))
+        rank_zero_info(f"gan-ga: {name} received: saved {path or 'no checkpoint (no checkpoint callback)'} at batch "
+                       f"{batches}; stopping. Continue with: python train.py resume=auto hydra.run.dir=RUN")
+        trainer.should_stop = True
+        self.stopped = {"signal": name, "checkpoint": path, "batches": batches}
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """SIGTERM during validation stops Lightning before the next batch end: save here instead."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and getattr(self, "stopped", None) is None and trainer.world_size == 1:
+            callback = trainer.checkpoint_callback
+            path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
+            self.stopped = {"signal": "SIGTERM", "checkpoint": path, "batches": int(getattr(pl_module, "batches_seen", -1))}
+            rank_zero_info(f"gan-ga: SIGTERM received: saved {path}; stopping")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class SampleMetrics(L.Callback):

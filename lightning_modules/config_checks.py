@@ -110,9 +110,77 @@ def validate(cfg: DictConfig) -> None:
         need(all(r in allowed for r in resolutions), "fusion.attention_resolutions",
              f"each must be a generator block resolution for data.image_size={size}: {allowed}")
 
+    limit = encoder_position_limit(cfg)
+    max_length = _get(cfg, "encoder.max_length")
+    if limit is not None and isinstance(max_length, int) and max_length > limit:
+        need(False, "encoder.max_length", f"the encoder {_get(cfg, 'encoder.pretrained')!r} takes at most {limit} tokens "
+             f"(its max_position_embeddings); set encoder.max_length<={limit}")
+    devices_problem = device_problem(cfg)
+    if devices_problem:
+        problems.append(devices_problem)
+    number("model.max_bad_batches", 1, integer=True)
+
     need(str(_get(cfg, "trainer.precision")) in PRECISIONS, "trainer.precision", f"allowed: {list(PRECISIONS)}")
     for key in ("trainer.max_steps", "trainer.max_epochs"):
         number(key, -1, integer=True)
     number("trainer.val_check_interval", 0, low_open=True)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def encoder_position_limit(cfg: DictConfig) -> int | None:
+    """The encoder's token limit read from its local ``config.json`` (no weights loaded); None for hub
+    names that are not on disk, and for models without absolute positions (T5)."""
+    import json
+    from pathlib import Path
+
+    from lightning_modules.components.text_encoders import EncoderLoadError, resolve_pretrained
+
+    name = _get(cfg, "encoder.pretrained")
+    if not isinstance(name, str):
+        return None
+    try:
+        folder = Path(resolve_pretrained(name))
+    except EncoderLoadError:
+        return None  # reported with its own message when the encoder is built
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if config.get("model_type") == "clip":
+        config = config.get("text_config") or {}
+    overrides = _get(cfg, "encoder.config_overrides") or {}
+    config.update(OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else dict(overrides))
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def device_problem(cfg: DictConfig) -> str | None:
+    """``trainer.devices`` asking for more GPUs (or CPU processes) than this machine has."""
+    import os
+
+    import torch
+
+    accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
+    devices = _get(cfg, "trainer.devices", 1)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        return (f"trainer.accelerator={accelerator!r}: no CUDA GPU is visible here; use trainer.accelerator=auto "
+                "(or cpu)")
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        wanted = [int(d) for d in devices]
+        if accelerator in ("gpu", "cuda", "auto") and gpus and max(wanted) >= gpus:
+            return f"trainer.devices={list(wanted)}: this machine has GPUs 0..{gpus - 1}"
+        return None
+    if devices in (-1, "auto"):
+        return None
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        return f"trainer.devices={devices!r}: a positive number, a list of GPU ids, -1 or auto"
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    have = gpus if use_gpu else (os.cpu_count() or 1)
+    if devices > have:
+        kind = "GPUs" if use_gpu else "CPU cores (one process each)"
+        return f"trainer.devices={devices}: this machine has {have} {kind}; use trainer.devices<={have}"
+    return None

@@ -23,13 +23,21 @@ class GenerationError(ValueError):
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
     """Rebuild the module from the config saved in a gan-ga checkpoint and load its weights.
 
-    The file is read with ``weights_only=True``: tensors and plain data only, no code is unpickled.
+    ``ckpt_path`` is a training checkpoint, read with ``weights_only=True`` (tensors and plain data
+    only, no code is unpickled), or a folder written by ``export.py`` (safetensors + YAML).
     """
+    from lightning_modules.export import ExportError, load_exported
     from lightning_modules.training import build_module
 
     path = Path(ckpt_path)
+    if path.is_dir():
+        try:
+            return load_exported(path, device)
+        except ExportError as err:
+            raise GenerationError(f"ckpt_path={str(path)!r}: {err}") from err
     if not path.is_file():
-        raise GenerationError(f"ckpt_path={str(path)!r}: no such file (a run writes RUN/checkpoints/last.ckpt)")
+        raise GenerationError(f"ckpt_path={str(path)!r}: no such file or export folder "
+                              "(a run writes RUN/checkpoints/last.ckpt; export.py writes a folder)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign files

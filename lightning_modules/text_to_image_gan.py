@@ -7,11 +7,16 @@ Per batch (``training_step``):
   4. EMA       the averaged generator follows G
 Lightning's ``global_step`` counts optimizer steps (``n_critic + 1`` per batch); ``batches_seen``
 counts batches and is the x-axis of every schedule and log.
+
+Divergence guard: an update whose loss or gradient is not finite is skipped (the optimizer does not
+step; ``train/skipped_d`` / ``train/skipped_g`` count them); after ``max_bad_batches`` batches in a
+row with a skipped update, training stops with :class:`DivergenceError`.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import lightning as L
@@ -56,6 +61,7 @@ class TextToImageGAN(L.LightningModule):
         ema_beta: float = 0.999,
         ema_warmup: bool = True,
         grad_clip_val: float = 0.0,
+        max_bad_batches: int = 20,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -75,11 +81,13 @@ class TextToImageGAN(L.LightningModule):
         self.gp_weight, self.gp_power, self.gp_every = gp_weight, gp_power, gp_every
         self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
         self.grad_clip_val = grad_clip_val
+        self.max_bad_batches = max_bad_batches
         self.sample_prompts = list(sample_prompts)
         self.sample_dir = sample_dir
         self.seed = seed
         self.run_config: dict | None = None  # set by train.py; saved in checkpoints for generate.py
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped", torch.zeros(3, dtype=torch.long))  # D updates, G updates, bad batches in a row
         self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, NOISE_VAL)))
         self._last_step_time: float | None = None
 
@@ -123,17 +131,50 @@ class TextToImageGAN(L.LightningModule):
         s = seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic)
         return sample_noise(n, self.z_dim, seed=s).to(self.device)
 
-    def _step(self, optimizer, loss: torch.Tensor) -> torch.Tensor:
+    def _step(self, optimizer, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Backward and step; a non-finite loss or gradient skips the step (returns False)."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         norm = _grad_norm(optimizer)
+        finite = bool(torch.isfinite(loss.detach()).all() and torch.isfinite(norm))
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            return norm, False
         if self.grad_clip_val > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
-        return norm
+        return norm, True
+
+    def _count_skips(self, d_ok: bool, g_ok: bool) -> None:
+        self.skipped[0] += int(not d_ok)
+        self.skipped[1] += int(not g_ok)
+        self.skipped[2] = 0 if (d_ok and g_ok) else self.skipped[2] + 1
+        if int(self.skipped[2]) >= self.max_bad_batches:
+            raise DivergenceError(self._divergence_message())
+
+    def _divergence_message(self) -> str:
+        last = None
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        if callback is not None and getattr(callback, "dirpath", None):
+            from lightning_modules.checkpointing import newest_valid
+
+            first_bad = int(self.batches_seen) - int(self.skipped[2]) + 1  # batches trained before the streak began
+            folder = Path(callback.dirpath)
+            info = newest_valid(folder, warn=lambda *_: None, max_batches=first_bad) if folder.is_dir() else None
+            last = f"{info.path} (batch {info.batches})" if info else None
+        return (f"training diverged: {int(self.skipped[2])} batches in a row (model.max_bad_batches="
+                f"{self.max_bad_batches}) had a non-finite loss or gradient, at batch {int(self.batches_seen)}; "
+                f"skipped so far: {int(self.skipped[0])} D and {int(self.skipped[1])} G updates. "
+                f"Last good checkpoint: {last or 'none written yet'}. Likely causes: a learning rate too high "
+                "(model.optimizer_g.lr / model.optimizer_d.lr), a gradient penalty too strong or too weak "
+                "(model.gp_weight), fp16 overflow (use trainer.precision=bf16-mixed or 32-true), or "
+                "non-finite input data. Resume from the checkpoint with changed settings: "
+                "python train.py ckpt_path=CHECKPOINT ...")
 
     # ------------------------------------------------------------------ training
-    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int) -> dict:
+    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int) -> tuple[dict, bool]:
         with torch.no_grad():
             fake = self.generator(self.noise(images.shape[0], NOISE_D, critic), text)
         use_gp = self.gp_weight > 0 and int(self.batches_seen) % self.gp_every == 0
@@ -150,26 +191,29 @@ class TextToImageGAN(L.LightningModule):
                 real, images, sentence, weight=self.gp_weight * self.gp_every, power=self.gp_power
             )
             loss = loss + terms["gp"]
-        terms["grad_norm"] = self._step(optimizer, loss)
+        terms["grad_norm"], ok = self._step(optimizer, loss)
         terms["margin"] = real.mean() - fake_logits.mean()
         terms["loss"] = loss
-        return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}
+        return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}, ok
 
-    def generator_step(self, text: TextFeatures, optimizer) -> dict:
+    def generator_step(self, text: TextFeatures, optimizer) -> tuple[dict, bool]:
         fake = self.generator(self.noise(len(text), NOISE_G), text)
         loss = generator_loss(self.loss_kind, self.discriminator(self.d_input(fake, NOISE_AUG_G), text.pooled))
-        norm = self._step(optimizer, loss)
-        return {"g_loss": loss.detach(), "g_grad_norm": norm}
+        norm, ok = self._step(optimizer, loss)
+        return {"g_loss": loss.detach(), "g_grad_norm": norm}, ok
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         images = batch["image"]
         text = self.text_of(batch)
+        d_ok = True
         for critic in range(self.n_critic):
             with self.toggled_optimizer(opt_d):
-                d_logs = self.discriminator_step(images, text.detach(), opt_d, critic)
+                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic)
+                d_ok = d_ok and ok
         with self.toggled_optimizer(opt_g):
-            g_logs = self.generator_step(text, opt_g)
+            g_logs, g_ok = self.generator_step(text, opt_g)
+        self._count_skips(d_ok, g_ok)
         ema_update(self.generator_ema, self.generator, ema_beta(int(self.batches_seen), self.ema_beta_max, self.ema_warmup))
         for scheduler in self._schedulers():
             scheduler.step()
@@ -182,6 +226,8 @@ class TextToImageGAN(L.LightningModule):
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
         logs["train/batches"] = float(self.batches_seen)
+        logs["train/skipped_d"] = float(self.skipped[0])
+        logs["train/skipped_g"] = float(self.skipped[1])
         bar = {"d": d_logs["d_loss"], "g": g_logs["g_loss"]}
         if self._last_step_time is not None:
             logs["perf/images_per_sec"] = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
@@ -233,12 +279,51 @@ class TextToImageGAN(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gan_ga"] = {"config": self.run_config, "batches_seen": int(self.batches_seen),
-                                "encoder_weights_saved": self.encoder.weights_in_checkpoint}
+                                "encoder_weights_saved": self.encoder.weights_in_checkpoint,
+                                "rng": rng_states()}
         if not self.encoder.weights_in_checkpoint:  # frozen pretrained weights are reloaded from their source
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_encoder_weights(self, checkpoint["state_dict"])
+        if (checkpoint.get("gan_ga") or {}).get("rng"):
+            restore_rng_states(checkpoint["gan_ga"]["rng"])
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped after too many non-finite updates in a row; the message names the last good
+    checkpoint and the likely causes."""
+
+
+def rng_states() -> dict:
+    """The global RNG states (torch CPU and CUDA, numpy, Python) as tensors and plain data, so a
+    checkpoint stays loadable with ``weights_only=True``. gan-ga's own noise, augmentation and data
+    order are derived from (seed, batch) and do not need them; third-party code may."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
+
+
+def restore_rng_states(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 def restore_encoder_weights(module: TextToImageGAN, state_dict: dict) -> None:

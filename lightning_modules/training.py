@@ -16,13 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.captions import DataError
 from datamodules.text_cache import TextCacheError
+from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
 from lightning_modules.components.text_encoders import EncoderLoadError
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.metrics import MetricsError
-from lightning_modules.text_to_image_gan import TextToImageGAN
+from lightning_modules.text_to_image_gan import DivergenceError, TextToImageGAN
 
-# Errors about the user's input (config, data, encoder files): train.py prints them as one line, exit code 2.
-USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError, MetricsError)
+# Errors about the user's input (config, data, encoder files, checkpoints): train.py prints them as
+# one line, exit code 2. A diverged run (DivergenceError) exits with code 3.
+USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError, MetricsError, CheckpointError)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -81,11 +83,36 @@ def _instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
+def start_loggers(loggers: list, output_dir: str) -> list:
+    """Start W&B now (rank 0), not at the first log call: when it cannot start (no login, no
+    network, a bad entity) training goes on with a warning and local CSV logs instead."""
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+
+    if rank_zero_only.rank != 0:
+        return loggers
+    kept = []
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                logger.experiment  # noqa: B018 - wandb.init
+            except Exception as err:  # noqa: BLE001 - any failure to start is reported, not fatal
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                rank_zero_warn(f"gan-ga: W&B could not start ({type(err).__name__}: {first}); training continues "
+                               f"with local CSV logs in {output_dir}/csv. Log in (`wandb login`) or set "
+                               "logger.wandb.offline=true to keep a W&B run that `wandb sync` uploads later.")
+                if not any(isinstance(other, CSVLogger) for other in loggers):
+                    kept.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
+                continue
+        kept.append(logger)
+    return kept
+
+
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    loggers = start_loggers(_instantiate_group(cfg.get("logger")), str(cfg.paths.output_dir))
     return instantiate(cfg.trainer, strategy=resolve_strategy(cfg.trainer), callbacks=callbacks,
-                       logger=loggers or False, **overrides)
+                       logger=loggers or False, plugins=[AtomicCheckpointIO()], **overrides)
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
@@ -99,8 +126,15 @@ def _finish_wandb(trainer: L.Trainer) -> None:
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Validate, build, fit; return the final logged metrics (floats)."""
+    """Validate, build, fit; return the final logged metrics (floats).
+
+    A SIGTERM / SIGUSR1 ends the fit early with ``last.ckpt`` saved (see ``callbacks.Preemption``);
+    the function then returns normally. A diverged run raises :class:`DivergenceError`.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     validate(cfg)
+    ckpt_path = resolve_resume(cfg.get("resume"), cfg.get("ckpt_path"), cfg.paths.output_dir, warn=rank_zero_info)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
     datamodule.setup("fit")  # read the data before loading any model: bad paths and files fail fast
@@ -108,8 +142,13 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    _finish_wandb(trainer)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        rank_zero_info("gan-ga: stopped by SIGTERM; the checkpoint above holds the state. "
+                       "Continue with: python train.py resume=auto hydra.run.dir=RUN")
+    finally:
+        _finish_wandb(trainer)
     if not cfg.trainer.get("fast_dev_run"):
         rank_zero_info(f"run folder: {cfg.paths.output_dir}")
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

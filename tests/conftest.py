@@ -13,6 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+# Before any test module imports transformers / huggingface_hub, which read these once at import.
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
@@ -82,3 +85,18 @@ def oracle_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("oracle_cache")
     load_or_train(cache)
     return cache
+
+
+class InjectNaN:
+    """A Lightning callback (built by Hydra from ``+callbacks.inject._target_=conftest.InjectNaN``)
+    that fills the real images of the chosen batches with NaN: the divergence guard's test input."""
+
+    def __new__(cls, *, batches: list[int]):
+        import lightning as L
+
+        class _Inject(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if int(pl_module.batches_seen) in batches:
+                    batch["image"].fill_(float("nan"))
+
+        return _Inject()

