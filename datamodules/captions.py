@@ -203,21 +203,25 @@ def bbox_crop(image: Image.Image, bbox: tuple[float, float, float, float]) -> Im
 
 
 def resize_crop(image: Image.Image, size: int, *, scale: float = 1.0, random_crop: bool = False,
-                flip: bool = False) -> torch.Tensor:
+                flip: bool = False, rng: np.random.Generator | None = None) -> torch.Tensor:
     """Shorter side -> ``size * scale`` (antialiased), crop ``size``x``size`` (random or centred),
-    optional random horizontal flip; returns [3, size, size] in [-1, 1]."""
+    optional random horizontal flip; returns [3, size, size] in [-1, 1]. The random crop and flip
+    draw from ``rng`` (the training set passes one seeded by (seed, epoch, caption), so a resumed
+    run draws the same crops), else from torch's global RNG."""
     short = max(size, round(size * scale))
     w, h = image.size
     factor = short / min(w, h)
     image = image.resize((max(short, round(w * factor)), max(short, round(h * factor))), Image.BICUBIC)
     w, h = image.size
     if random_crop:
-        left = int(torch.randint(0, w - size + 1, ()))
-        top = int(torch.randint(0, h - size + 1, ()))
+        if rng is not None:
+            left, top = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
+        else:
+            left, top = int(torch.randint(0, w - size + 1, ())), int(torch.randint(0, h - size + 1, ()))
     else:
         left, top = (w - size) // 2, (h - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    if flip and bool(torch.rand(()) < 0.5):
+    if flip and bool((rng.random() if rng is not None else float(torch.rand(()))) < 0.5):
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     return pixels.float() / 127.5 - 1.0
@@ -230,8 +234,8 @@ class CaptionedImageDataset(Dataset):
     data module's global caption list (the text cache's row numbers)."""
 
     def __init__(self, records: list[ImageCaptions], *, image_size: int, train: bool, random_crop: bool = True,
-                 crop_scale: float = 1.0, hflip: bool = False, caption_offset: int = 0):
-        self.records = records
+                 crop_scale: float = 1.0, hflip: bool = False, caption_offset: int = 0, seed: int = 0):
+        self.records, self.seed = records, seed
         self.image_size, self.train = image_size, train
         self.random_crop, self.crop_scale, self.hflip = random_crop, crop_scale, hflip
         self.caption_offset = caption_offset
@@ -249,22 +253,25 @@ class CaptionedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.captions)
 
-    def load_image(self, index: int) -> torch.Tensor:
+    def load_image(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
         record = self.records[index]
         try:
             image = open_rgb(record.path)
         except Exception as err:  # noqa: BLE001 - changed on disk after the scan
             warnings.warn(f"{record.path}: unreadable ({err}); using another image this time", stacklevel=2)
-            return self.load_image((index + 1) % len(self.records))
+            return self.load_image((index + 1) % len(self.records), rng)
         if record.bbox is not None:
             image = bbox_crop(image, record.bbox)
         train = self.train
         return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
-                           random_crop=train and self.random_crop, flip=train and self.hflip)
+                           random_crop=train and self.random_crop, flip=train and self.hflip, rng=rng)
 
-    def __getitem__(self, j: int) -> dict:
-        j = int(j)
-        item = {"image": self.load_image(int(self.image_of[j])), "caption": self.captions[j],
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``dataset[j]``, or ``dataset[(j, epoch)]`` (the training sampler's form): crops and flips
+        then come from (seed, epoch, j), the same in a resumed run."""
+        j, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        rng = np.random.default_rng([self.seed, epoch, j]) if epoch is not None else None
+        item = {"image": self.load_image(int(self.image_of[j]), rng), "caption": self.captions[j],
                 "caption_id": self.caption_offset + j}
         if self.text_cache is not None:
             item.update(self.text_cache.item(self.caption_offset + j))
@@ -276,15 +283,16 @@ class OneCaptionPerImageSampler(ResumableSampler):
     ``(start_i + epoch) mod n_i`` so an image's captions take turns; ``fixed`` always uses caption 0.
 
     Under DDP each rank takes its own slice (a ``DistributedSampler``, so Lightning keeps it and
-    calls ``set_epoch``); the last partial share is padded (or dropped with ``drop_last``). A
+    calls ``set_epoch``); the last partial share is padded (or dropped with ``drop_last``). With
+    ``tag_epoch`` it yields ``(caption, data epoch)`` pairs, which seed the crops. A
     resumed run continues where it stopped (:class:`~datamodules.resumable.ResumableSampler`)."""
 
     def __init__(self, dataset: CaptionedImageDataset, *, shuffle: bool, fixed: bool, seed: int = 0,
                  drop_last: bool = False, num_replicas: int | None = None, rank: int | None = None,
-                 position=None, batch_size: int = 1):
+                 position=None, batch_size: int = 1, tag_epoch: bool = False):
         super().__init__(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank,
                          position=position, batch_size=batch_size)
-        self.fixed = fixed
+        self.fixed, self.tag_epoch = fixed, tag_epoch
         n, world = dataset.num_images, self.num_replicas
         self.num_samples = n // world if drop_last else math.ceil(n / world)
         self.total_size = self.num_samples * world
@@ -305,7 +313,8 @@ class OneCaptionPerImageSampler(ResumableSampler):
         pick = pick.tolist()
         if len(pick) < self.total_size:  # pad by wrapping around
             pick += (pick * math.ceil(self.total_size / max(len(pick), 1)))[: self.total_size - len(pick)]
-        return pick[self.rank : self.total_size : self.num_replicas]
+        mine = pick[self.rank : self.total_size : self.num_replicas]
+        return [(j, self.epoch) for j in mine] if self.tag_epoch else mine
 
     def __len__(self) -> int:
         return self.num_samples
@@ -411,7 +420,7 @@ class CaptionDataModule(L.LightningDataModule):
             train = split == "train"
             self.datasets[split] = CaptionedImageDataset(
                 splits[split], image_size=self.image_size, train=train, random_crop=self.random_crop,
-                crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset)
+                crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset, seed=self.seed)
             offset += len(self.datasets[split])
         self.skips = skips
         self._report()
@@ -461,7 +470,8 @@ class CaptionDataModule(L.LightningDataModule):
         train = split == "train"
         dataset = self.datasets[split]
         sampler = OneCaptionPerImageSampler(dataset, shuffle=train, fixed=not train, seed=self.seed, drop_last=train,
-                                            position=batches_trained(self) if train else None, batch_size=self.batch_size)
+                                            position=batches_trained(self) if train else None, batch_size=self.batch_size,
+                                            tag_epoch=train)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.persistent_workers and self.num_workers > 0)

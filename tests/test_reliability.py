@@ -40,12 +40,22 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
     assert not different, different[:10]
 
 
-def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
-    whole = compose_train(tmp_path / "whole", [*DETERMINISTIC, "trainer.max_steps=16"])
+@pytest.mark.parametrize("data", ["shapes", "folder"])
+def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, data):
+    """Shapes; and a real folder data set with random crops, flips, DiffAugment, rotating captions and
+    epochs of two batches, so the resumed run crosses epoch boundaries."""
+    extra = [*DETERMINISTIC]
+    if data == "folder":
+        import caption_layouts as layouts
+
+        layouts.folder(tmp_path / "data")
+        extra += ["data=folder", f"data.root={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                  "data.random_crop=true", "data.hflip=true", "data.augment_policy=[translation,cutout]"]
+    whole = compose_train(tmp_path / "whole", [*extra, "trainer.max_steps=16"])
     run_training(whole)
-    half = compose_train(tmp_path / "half", [*DETERMINISTIC, "trainer.max_steps=8"])
+    half = compose_train(tmp_path / "half", [*extra, "trainer.max_steps=8"])
     run_training(half)
-    resumed = compose_train(tmp_path / "half", [*DETERMINISTIC, "trainer.max_steps=16", "resume=auto"])
+    resumed = compose_train(tmp_path / "half", [*extra, "trainer.max_steps=16", "resume=auto"])
     run_training(resumed)
     end = _state(tmp_path / "half" / "checkpoints" / "last.ckpt")
     assert int(end["model/batches_seen"]) == 8
