@@ -65,10 +65,14 @@ def check_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 def candidates(folder: Path) -> list[Path]:
-    """Checkpoint files of a run folder (or its ``checkpoints/``), newest first by modification time;
-    ``best.ckpt`` is left out (it is not the newest state)."""
-    folder = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
-    files = [p for p in folder.glob("*.ckpt") if p.is_file() and p.name != "best.ckpt"]
+    """Checkpoint files of a run folder: its ``checkpoints/*.ckpt`` and the ``hpc_ckpt_*.ckpt`` that
+    Lightning's SLURM auto-requeue writes to the run folder itself (or ``folder/*.ckpt`` when it is a
+    checkpoint folder), newest first; ``best.ckpt`` is left out (it is not the newest state)."""
+    if (folder / "checkpoints").is_dir():
+        files = [*(folder / "checkpoints").glob("*.ckpt"), *folder.glob("hpc_ckpt_*.ckpt")]
+    else:
+        files = list(folder.glob("*.ckpt"))
+    files = [p for p in files if p.is_file() and p.name != "best.ckpt"]
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
 
 

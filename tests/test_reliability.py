@@ -91,6 +91,20 @@ def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_pat
     _assert_bitwise_equal(_state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt"))
 
 
+def test_sigusr1_saves_and_stops_cleanly(tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cli(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGUSR1 received: saved" in out + err
+    assert 0 < torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["gan_ga"]["batches_seen"] < 30
+
+
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
