@@ -7,21 +7,16 @@ Writes one PNG per prompt (its samples side by side), grid.png (all prompts, lab
 prompts.json (which file holds which prompt) to out_dir.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    from lightning_modules.generation import GenerationError, generate
+    from lightning_modules.cli import run_or_exit
+    from lightning_modules.generation import generate
 
-    try:
-        generate(cfg)
-    except GenerationError as err:
-        print(f"gan-ga: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(generate, cfg)
 
 
 if __name__ == "__main__":

@@ -11,25 +11,17 @@ Examples:
 Exit status: 0 done (or stopped by SIGTERM/SIGUSR1 with last.ckpt saved), 2 bad input, 3 diverged.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lightning_modules.training import USER_ERRORS, DivergenceError, run_training
+    from lightning_modules.cli import run_or_exit
+    from lightning_modules.training import run_training
 
-    try:
-        metrics = run_training(cfg)
-    except USER_ERRORS as err:
-        print(f"gan-ga: {err}", file=sys.stderr)
-        sys.exit(2)
-    except DivergenceError as err:
-        print(f"gan-ga: {err}", file=sys.stderr)
-        sys.exit(3)
-    return metrics.get("val/match_margin")
+    metrics = run_or_exit(run_training, cfg)
+    return metrics.get("val/match_margin")  # what a sweeper optimises
 
 
 if __name__ == "__main__":

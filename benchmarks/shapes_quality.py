@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report as report_json  # noqa: E402 - benchmarks/report.py
 
 
 def curve(metrics_csv: Path, batch_size: int) -> list[dict]:
@@ -45,7 +46,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     args, overrides = parser.parse_known_args()
-    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -67,18 +67,13 @@ def main() -> None:
         "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed test captions) vs training images seen",
         "overrides": overrides,
         "config": {k: cfg[k] for k in ("data", "model", "trainer") if k in cfg},
-        "machine": {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                    "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": report_json.machine(),
         "wall_s": wall,
         "final": points[-1] if points else None,
         "best": best,
         "curve": points,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    report_json.write(report, args.out)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ Usage: ``python benchmarks/text_cache_speed.py [--image-size 64] [--batches 12] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report as report_json  # noqa: E402 - benchmarks/report.py
 sys.path.insert(0, str(ROOT))
 
 SUBJECTS = ["a black dog", "a little girl", "two men", "a woman in a red coat", "a brown horse", "a group of kids",
@@ -129,7 +129,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args, extra = parser.parse_known_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -142,19 +141,13 @@ def main() -> None:
         "what": "training-step time, frozen text encoder: cached features vs encoding in the step",
         "config": {"encoder": args.encoder, "image_size": args.image_size, "batch_size": args.batch_size,
                    "data": "folder (synthetic JPEGs, 5 captions of 9-15 words per image)", "overrides": extra},
-        "machine": {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "torch": torch.__version__},
+        "machine": report_json.machine(),
         "cache_on": on, "cache_off": off,
         "encoder_share_of_uncached_step": off["encoder_s_per_batch_median"] / off["step_s_median"],
         "speedup_step": off["step_s_median"] / on["step_s_median"],
         "speedup_batch": (off["batch_s_median"] / on["batch_s_median"]) if on["batch_s_median"] else None,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    report_json.write(report, args.out)
 
 
 if __name__ == "__main__":

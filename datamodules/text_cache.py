@@ -94,7 +94,6 @@ def _valid(folder: Path, key: str) -> dict | None:
 def encode_all(encoder, captions: Sequence[str], folder: Path, *, dtype: str, batch_size: int) -> dict:
     """Encode ``captions`` (longest first, so batches pad little) into .npy memory maps in ``folder``."""
     np_dtype = DTYPES[dtype]
-    device = next(encoder.parameters()).device
     tokenized = encoder.tokenizer(list(captions), truncation=True, max_length=encoder.max_length)["input_ids"]
     lengths = np.array([len(ids) for ids in tokenized])
     length, dim, n = int(lengths.max()), encoder.out_dim, len(captions)

@@ -71,6 +71,13 @@ def export(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+def export_task(cfg) -> Path:
+    """export.py's work: ``ckpt_path`` and ``out`` from the config."""
+    out = export(cfg.ckpt_path, cfg.out)
+    print(f"exported the EMA generator of {cfg.ckpt_path} to {out}")
+    return out
+
+
 def is_export(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / GENERATOR_FILE).is_file()
 

@@ -20,7 +20,7 @@ from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError,
 from lightning_modules.components.text_encoders import EncoderLoadError
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.metrics import MetricsError
-from lightning_modules.text_to_image_gan import DivergenceError, TextToImageGAN
+from lightning_modules.text_to_image_gan import TextToImageGAN
 
 # Errors about the user's input (config, data, encoder files, checkpoints): train.py prints them as
 # one line, exit code 2. A diverged run (DivergenceError) exits with code 3.

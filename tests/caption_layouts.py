@@ -75,7 +75,7 @@ def flickr8k_kaggle(root: Path) -> dict[str, int]:
     for name in names:
         for c in CAPTIONS:
             lines.append(f'{name},"{c.replace(chr(34), chr(34) * 2)}"')
-    lines += [f'9999_missing.jpg,"a row naming a file that does not exist"'] * 2
+    lines += ['9999_missing.jpg,"a row naming a file that does not exist"'] * 2
     lines.append('1000_img.jpg,"   "')  # empty after clean-up
     (root / "captions.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
     return expected(rows_missing=2, missing_images=1, empty_captions=1)

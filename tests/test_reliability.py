@@ -3,6 +3,7 @@ guard, input validation, safetensors export, and W&B failing to start."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -68,20 +69,26 @@ def _train_cli(run_dir: Path, *extra: str) -> list[str]:
             f"hydra.run.dir={run_dir}", *extra]
 
 
-def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_path):
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
-    reference = subprocess.run(_train_cli(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
-    run = tmp_path / "run"
+def _signalled_run(run: Path, signum: signal.Signals) -> None:
+    """train.py in a subprocess, sent ``signum`` once its first periodic checkpoint is on disk."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(_train_cli(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
-    assert "SIGTERM received: saved" in out + err
+    assert f"{signum.name} received: saved" in out + err
+
+
+def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reference = subprocess.run(_train_cli(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run = tmp_path / "run"
+    _signalled_run(run, signal.SIGTERM)
     stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert 0 < stopped["gan_ga"]["batches_seen"] < 30  # stopped part way
 
@@ -92,16 +99,8 @@ def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_pat
 
 
 def test_sigusr1_saves_and_stops_cleanly(tmp_path):
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cli(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR1)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
-    assert "SIGUSR1 received: saved" in out + err
+    _signalled_run(run, signal.SIGUSR1)
     assert 0 < torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["gan_ga"]["batches_seen"] < 30
 
 
