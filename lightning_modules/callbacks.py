@@ -109,10 +109,7 @@ class Preemption(L.Callback):
             return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
         return local
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        if not self._requested(trainer):
-            return
-        name = self.received or "SIGTERM"
+    def _save_and_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         callback = trainer.checkpoint_callback
         path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
         if path is None and callback is not None and callback.dirpath:
@@ -124,15 +121,17 @@ class Preemption(L.Callback):
         trainer.should_stop = True
         self.stopped = {"signal": name, "checkpoint": path, "batches": batches}
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self._requested(trainer):
+            self._save_and_stop(trainer, pl_module, self.received or "SIGTERM")
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        """SIGTERM during validation stops Lightning before the next batch end: save here instead."""
+        """SIGTERM during validation stops Lightning before the next batch end: save here instead
+        (single process only: other ranks may not reach this point together)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if isinstance(exception, SIGTERMException) and getattr(self, "stopped", None) is None and trainer.world_size == 1:
-            callback = trainer.checkpoint_callback
-            path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
-            self.stopped = {"signal": "SIGTERM", "checkpoint": path, "batches": int(getattr(pl_module, "batches_seen", -1))}
-            rank_zero_info(f"gan-ga: SIGTERM received: saved {path}; stopping")
+        if isinstance(exception, SIGTERMException) and self.stopped is None and trainer.world_size == 1:
+            self._save_and_stop(trainer, pl_module, "SIGTERM")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import signal

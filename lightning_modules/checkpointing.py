@@ -2,8 +2,8 @@
 
 * :class:`AtomicCheckpointIO` writes every checkpoint to ``NAME.tmp`` in the same folder, flushes it
   to disk and renames it over ``NAME``: a kill during a save leaves the previous file whole.
-* :func:`check_checkpoint` reads a file fully (``weights_only=True``: tensors and plain data only)
-  and says what is wrong with it, if anything.
+* :func:`check_checkpoint` opens a file (``weights_only=True``: tensors and plain data only;
+  memory-mapped, so the tensors are not read) and says what is wrong with it, if anything.
 * :func:`resolve_resume` turns ``resume=auto|DIR|FILE`` into the newest *valid* checkpoint, skipping
   damaged ones with a warning that names them.
 """
@@ -50,12 +50,16 @@ class CheckpointInfo:
 
 
 def check_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Load ``path`` fully and check it is a gan-ga training checkpoint; raise :class:`CheckpointError`."""
+    """Check ``path`` is a readable gan-ga training checkpoint; raise :class:`CheckpointError`.
+
+    The archive's index and every non-tensor entry are read; tensors are memory-mapped, not read, so
+    checking a folder of large checkpoints is cheap. A truncated file (a killed copy or save) fails
+    here exactly as it would in a full load."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - truncated zip, foreign pickle, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(err).__name__}: {first[:200]})") from err

@@ -134,7 +134,7 @@ def encoder_position_limit(cfg: DictConfig) -> int | None:
     import json
     from pathlib import Path
 
-    from lightning_modules.components.text_encoders import EncoderLoadError, resolve_pretrained
+    from lightning_modules.components.text_encoders import EncoderLoadError, position_limit, resolve_pretrained
 
     name = _get(cfg, "encoder.pretrained")
     if not isinstance(name, str):
@@ -151,10 +151,7 @@ def encoder_position_limit(cfg: DictConfig) -> int | None:
         config = config.get("text_config") or {}
     overrides = _get(cfg, "encoder.config_overrides") or {}
     config.update(OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else dict(overrides))
-    for key in ("max_position_embeddings", "n_positions"):
-        if isinstance(config.get(key), int):
-            return config[key]
-    return None
+    return position_limit(config)
 
 
 def device_problem(cfg: DictConfig) -> str | None:

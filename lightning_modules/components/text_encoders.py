@@ -51,6 +51,15 @@ class TextFeatures:
         return cls(batch["text_tokens"].to(dtype), batch["text_mask"].bool(), batch["text_pooled"].to(dtype))
 
 
+def position_limit(config: dict) -> int | None:
+    """The most tokens a model config allows (``max_position_embeddings``, GPT-2's ``n_positions``);
+    None for models without absolute positions (T5)."""
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
 class EncoderLoadError(RuntimeError):
     """A text encoder's weights or tokenizer could not be found."""
 
@@ -182,7 +191,7 @@ class HFTextEncoder(nn.Module):
         self.mode = mode
         # frozen pretrained weights are reloaded from `pretrained`; anything else lives in checkpoints
         self.weights_in_checkpoint = random_init or mode != "frozen"
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        limit = position_limit(self.model.config.to_dict())
         if limit is not None and max_length > limit:
             raise ValueError(f"encoder.max_length={max_length} exceeds the model's limit of {limit} tokens")
         self.model.requires_grad_(False)
