@@ -5,7 +5,11 @@ reads the run's ``csv/metrics.csv``: ``metrics/caption_accuracy`` (the shapes or
 samples of fixed test captions, at each validation) and the per-attribute accuracies, against
 ``train/batches`` x batch size. Compare runs of two commits or two configs on the same machine.
 
-Usage: ``python benchmarks/shapes_quality.py [--out FILE] [train.py overrides ...]``
+With ``--minutes M`` the run trains for M minutes of wall-clock time (``trainer.max_time``, no step
+limit): compare configurations at an equal budget. With ``--final-eval N`` the run's
+``last.ckpt`` is scored by ``evaluate.py`` (caption accuracy, N samples of the test split).
+
+Usage: ``python benchmarks/shapes_quality.py [--out FILE] [--minutes M] [--final-eval N] [train.py overrides ...]``
 """
 
 from __future__ import annotations
@@ -45,32 +49,54 @@ def curve(metrics_csv: Path, batch_size: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
+    parser.add_argument("--final-eval", type=int, default=0, help="score last.ckpt with evaluate.py on N test samples")
     args, overrides = parser.parse_known_args()
+    budget = []
+    if args.minutes:
+        seconds = int(args.minutes * 60)
+        budget = ["trainer.max_steps=-1", f"+trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:"
+                                          f"{seconds % 60:02d}"]
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
-        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run}",
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *budget, f"hydra.run.dir={run}",
                                  "callbacks.progress_bar=null"], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if result.returncode != 0:
             sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
+        final_eval = None
+        if args.final_eval:
+            ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={run}/checkpoints/last.ckpt",
+                                 "metrics=[caption_accuracy]", f"num_samples={args.final_eval}", "split=test",
+                                 f"hydra.run.dir={Path(tmp) / 'eval'}"], env=env, capture_output=True, text=True)
+            if ev.returncode != 0:
+                sys.exit(f"evaluate.py failed:\n{ev.stderr[-4000:]}")
+            final_eval = json.loads((Path(tmp) / "eval" / "metrics.json").read_text())
         config = (run / ".hydra" / "config.yaml").read_text()
         import yaml
 
         cfg = yaml.safe_load(config)
         points = curve(run / "csv" / "metrics.csv", int(cfg["data"]["batch_size"]))
+        import torch
+
+        batches_trained = int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+                              ["gan_ga"]["batches_seen"])
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     report = {
         "benchmark": "shapes_quality",
         "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed test captions) vs training images seen",
         "overrides": overrides,
+        "budget_minutes": args.minutes,
         "config": {k: cfg[k] for k in ("data", "model", "trainer") if k in cfg},
         "machine": report_json.machine(),
         "wall_s": wall,
+        "batches_trained": batches_trained,
         "final": points[-1] if points else None,
         "best": best,
+        "final_eval": final_eval,
         "curve": points,
     }
     report_json.write(report, args.out)

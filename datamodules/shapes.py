@@ -232,7 +232,8 @@ class ShapesDataModule(L.LightningDataModule):
             drop_last=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
+            prefetch_factor=4 if self.num_workers > 0 else None,  # batches queued per worker ahead of the step
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -18,7 +18,7 @@ from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODE
 from lightning_modules.losses import LOSSES
 
 CACHE_DTYPES = tuple(DTYPES)
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 
 class ConfigError(ValueError):
@@ -103,6 +103,8 @@ def validate(cfg: DictConfig) -> None:
         if betas is not None:
             need(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
                  f"model.{opt}.betas", "two numbers in [0, 1)")
+        need(not (_get(cfg, f"model.{opt}.fused") and _get(cfg, f"model.{opt}.foreach")), f"model.{opt}.fused",
+             f"fused=true and foreach=true exclude each other: set model.{opt}.foreach=null")
 
     resolutions = _get(cfg, "fusion.attention_resolutions")
     if resolutions is not None and size in IMAGE_SIZES:

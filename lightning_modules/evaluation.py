@@ -67,7 +67,7 @@ def generate_for(module, captions: list[str], batch_size: int, seed: int, indice
         chunk = captions[start : start + batch_size]
         z = torch.cat([sample_noise(1, module.z_dim, seed=seed_for(seed, NOISE_EVAL, int(i)))
                        for i in indices[start : start + batch_size]]).to(module.device)
-        out.append(module.generator_ema(z, module.encode(chunk)).clamp(-1, 1).cpu())
+        out.append(module.generate_ema(z, module.encode(chunk)).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

@@ -8,14 +8,27 @@ Per batch (``training_step``):
 Lightning's ``global_step`` counts optimizer steps (``n_critic + 1`` per batch); ``batches_seen``
 counts batches and is the x-axis of every schedule and log.
 
-Divergence guard: an update whose loss or gradient is not finite is skipped (the optimizer does not
-step; ``train/skipped_d`` / ``train/skipped_g`` count them); after ``max_bad_batches`` batches in a
-row with a skipped update, training stops with :class:`DivergenceError`.
+Lazy regularisation (``gp_every`` = k > 1, StyleGAN2-ADA's scheme): the MA-GP leaves the D step and
+runs as its own D step (weight x k) every k batches; D's Adam then steps k + 1 times per k batches,
+so its learning rate is multiplied by k / (k + 1) and its betas raised to that power.
+
+Divergence guard: an update whose loss or gradient is not finite is skipped (``train/skipped_d`` /
+``train/skipped_g`` count them); after ``max_bad_batches`` batches in a row with a skipped update,
+training stops with :class:`DivergenceError`. The decision stays on the device (no host sync per
+step on a GPU): gradients are checked in ``on_before_optimizer_step``, after a 16-mixed GradScaler
+has unscaled them, and a bad step is skipped by the scaler, by fused Adam's ``found_inf`` or, for
+other optimizers, by dropping the gradients. The streak is read on the host every batch on a CPU
+and every ``trainer.log_every_n_steps`` batches on an accelerator.
+
+Speed switches (see ``benchmarks/throughput.py``): ``compile`` (torch.compile of G and D; the
+double-backward MA-GP step stays eager), ``channels_last`` (memory format of G, D and images),
+the optimizers' ``fused`` / ``foreach`` options and ``trainer.precision``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,15 +40,41 @@ from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
 from lightning_modules.losses import discriminator_loss, generator_loss, matching_aware_gradient_penalty
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
+from lightning_modules.strategies import average_gradients
 
 NOISE_D, NOISE_G, NOISE_VAL, NOISE_AUG_REAL, NOISE_AUG_FAKE, NOISE_AUG_G = range(6)  # independent random streams
 
 
-def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _params_with_grad(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def lazy_regularization_ratio(gp_every: int) -> float:
+    """StyleGAN2-ADA's correction for a regulariser run as an extra step every ``gp_every`` batches."""
+    return gp_every / (gp_every + 1) if gp_every > 1 else 1.0
+
+
+class CompiledOrEager:
+    """``torch.compile(fn)``; if compiling fails (no compiler, an unsupported op), one warning and
+    the eager ``fn`` from then on."""
+
+    def __init__(self, fn: Callable, name: str, mode: str | None):
+        self.fn, self.name = fn, name
+        self.compiled: Callable | None = torch.compile(fn, mode=mode)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any compile failure falls back to eager
+                first = (str(err).strip().splitlines() or [""])[0][:300]
+                warnings.warn(f"gan-ga: torch.compile of {self.name} failed ({type(err).__name__}: {first}); "
+                              "running it eagerly (model.compile=false hides this warning)", stacklevel=2)
+                self.compiled = None
+        return self.fn(*args, **kwargs)
 
 
 class TextToImageGAN(L.LightningModule):
@@ -62,6 +101,9 @@ class TextToImageGAN(L.LightningModule):
         ema_warmup: bool = True,
         grad_clip_val: float = 0.0,
         max_bad_batches: int = 20,
+        compile: bool | str = False,
+        reuse_fake: bool = False,
+        channels_last: bool = False,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -82,12 +124,20 @@ class TextToImageGAN(L.LightningModule):
         self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
         self.grad_clip_val = grad_clip_val
         self.max_bad_batches = max_bad_batches
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"model.compile={compile!r} is not one of {COMPILE_MODES}")
+        if gp_every < 1:
+            raise ValueError(f"model.gp_every={gp_every}: must be >= 1 (1 = the MA-GP in every D step)")
+        self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
+        self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
+        self._batches = 0  # host copy of ``batches_seen``: seeds and schedules never read the device
         self.sample_prompts = list(sample_prompts)
         self.sample_dir = sample_dir
         self.seed = seed
         self.run_config: dict | None = None  # set by train.py; saved in checkpoints for generate.py
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped", torch.zeros(3, dtype=torch.long))  # D updates, G updates, bad batches in a row
+        self._guard: dict[str, torch.Tensor] = {}
         self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, NOISE_VAL)))
         self._last_step_time: float | None = None
 
@@ -96,8 +146,49 @@ class TextToImageGAN(L.LightningModule):
         g_params = list(self.generator.parameters()) + [p for p in self.encoder.parameters() if p.requires_grad]
         opt_g = self.optimizer_g(params=g_params)
         opt_d = self.optimizer_d(params=self.discriminator.parameters())
+        ratio = lazy_regularization_ratio(self.gp_every if self.gp_weight > 0 else 1)
+        for group in opt_d.param_groups if ratio != 1.0 else []:
+            group["lr"] *= ratio
+            if "betas" in group:
+                group["betas"] = tuple(b**ratio for b in group["betas"])
         schedulers = [s(optimizer=o) for s, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if s]
         return [opt_g, opt_d], schedulers
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            for net in (self.generator, self.discriminator, self.generator_ema):
+                net.to(memory_format=torch.channels_last)
+        if self.compile_mode and not self._fast:
+            mode = None if self.compile_mode is True else self.compile_mode
+            self._fast = {"generator": CompiledOrEager(self.generator, "the generator", mode),
+                          "d_features": CompiledOrEager(self.discriminator.features, "D's features", mode),
+                          "d_head": CompiledOrEager(self.discriminator.head, "D's head", mode),
+                          "discriminator": CompiledOrEager(self.discriminator, "the discriminator", mode)}
+
+    def _apply(self, fn, recurse: bool = True):
+        """Moves and casts apply to everything but the EMA generator's dtype: it stays float32, as a
+        lerp of weight 1e-3 rounds away in 16-bit (``precision=bf16-true`` / ``16-true``)."""
+        super()._apply(fn, recurse)
+        for t in (*self.generator_ema.parameters(), *self.generator_ema.buffers()):
+            if t.is_floating_point() and t.dtype != torch.float32:
+                t.data = t.data.float()
+        return self
+
+    def fast(self, name: str) -> Callable:
+        """The compiled form of a network call when ``model.compile`` is on, else the eager one."""
+        if name in self._fast:
+            return self._fast[name]
+        return {"generator": self.generator, "d_features": self.discriminator.features, "d_head": self.discriminator.head,
+                "discriminator": self.discriminator}[name]
+
+    def generate_ema(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
+        """Images from the EMA generator (float32 whatever the training precision)."""
+        dtype = next(self.generator_ema.parameters()).dtype
+        text = TextFeatures(text.tokens.to(dtype), text.mask, text.pooled.to(dtype))
+        return self.generator_ema(z.to(device=self.device, dtype=dtype), text)
+
+    def on_train_start(self) -> None:
+        self._batches = int(self.batches_seen)  # one read, after a resume has loaded the buffer
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -123,35 +214,82 @@ class TextToImageGAN(L.LightningModule):
         """What D sees: the images through the differentiable augmentation, when one is configured."""
         if self.augment is None:
             return images
-        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic))
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, purpose, critic))
         return self.augment(images, generator=rng)
 
     def noise(self, n: int, purpose: int, critic: int = 0) -> torch.Tensor:
-        """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume)."""
-        s = seed_for(self.seed, self.global_rank, int(self.batches_seen), purpose, critic)
-        return sample_noise(n, self.z_dim, seed=s).to(self.device)
+        """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume),
+        on the CPU whatever the device (the same noise on every machine); the copy does not wait."""
+        s = seed_for(self.seed, self.global_rank, self._batches, purpose, critic)
+        return sample_noise(n, self.z_dim, seed=s).to(self.device, non_blocking=True)
 
-    def _step(self, optimizer, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """Backward and step; a non-finite loss or gradient skips the step (returns False)."""
+    def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and
+        skips the update when the loss or gradient is not finite. Returns (gradient norm, stepped),
+        both device tensors. An uncounted step (the lazy penalty) leaves Lightning's ``global_step``
+        alone, so step-based settings (``max_steps``, checkpoint intervals) keep n_critic + 1 per batch."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        norm = _grad_norm(optimizer)
-        finite = bool(torch.isfinite(loss.detach()).all() and torch.isfinite(norm))
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
-            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
-        if not finite:
-            optimizer.zero_grad(set_to_none=True)
-            return norm, False
-        if self.grad_clip_val > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_val, gradient_clip_algorithm="norm")
-        optimizer.step()
-        return norm, True
+        self._guard = {"loss": loss.detach()}
+        raw = getattr(optimizer, "optimizer", optimizer)
+        if counted or self._trainer is None:
+            optimizer.step()
+        else:  # the same path as LightningOptimizer.step (precision plugin, hooks), minus the step count
+            self.trainer.strategy.optimizer_step(raw, closure=lambda: None, model=self)
+        if getattr(raw, "found_inf", None) is not None and "found_inf" in self._guard:
+            del raw.found_inf
+        return self._guard["norm"], self._guard["ok"]
 
-    def _count_skips(self, d_ok: bool, g_ok: bool) -> None:
-        self.skipped[0] += int(not d_ok)
-        self.skipped[1] += int(not g_ok)
-        self.skipped[2] = 0 if (d_ok and g_ok) else self.skipped[2] + 1
-        if int(self.skipped[2]) >= self.max_bad_batches:
+    def _grad_scaler(self):
+        if self._trainer is None:
+            return None
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Runs inside ``optimizer.step()``, after a GradScaler's ``unscale_``: the norm and clipping
+        see true gradients. A bad step is skipped without reading the device on the host where the
+        optimizer allows it."""
+        if "loss" not in self._guard:  # a step not taken through _step
+            return
+        raw = getattr(optimizer, "optimizer", optimizer)
+        params = _params_with_grad(raw)
+        if self._trainer is not None and getattr(self.trainer.strategy, "averages_gradients_in_module", False):
+            average_gradients(params, self.trainer.world_size)  # ddp_gan: no DDP wrapper averaged them
+        grads = [p.grad for p in params]
+        scaler = self._grad_scaler()
+        still_scaled = scaler is not None and getattr(raw, "_step_supports_amp_scaling", False)  # fused Adam unscales in step
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
+        if still_scaled:  # the scale as a device tensor (get_scale() would read it on the host)
+            norm = norm / scaler._get_scale_async().to(norm.device)
+        ok = torch.isfinite(self._guard["loss"]).all() & torch.isfinite(norm)
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
+            flag = ok.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)  # a collective, not a host read
+            ok = flag.bool()
+        self._guard.update(norm=norm.detach(), ok=ok)
+        factor = None
+        if self.grad_clip_val > 0:  # by norm, like torch.nn.utils.clip_grad_norm_
+            factor = torch.clamp(self.grad_clip_val / (norm + 1e-6), max=1.0)
+        if scaler is not None:  # the scaler sees an inf, skips the step and lowers its scale
+            bad = torch.where(ok, 1.0, float("nan"))
+            factor = bad if factor is None else factor * bad
+        elif getattr(raw, "_step_supports_amp_scaling", False):  # fused Adam: skipped on the device
+            raw.found_inf = (~ok).float()
+            self._guard["found_inf"] = raw.found_inf
+        elif not bool(ok):  # other optimizers: one host read (free on a CPU), then no gradient = no update
+            for p in params:
+                p.grad = None
+            return
+        if factor is not None and grads:
+            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+
+    def _count_skips(self, d_ok: torch.Tensor, g_ok: torch.Tensor) -> None:
+        both = d_ok & g_ok
+        self.skipped[0] += (~d_ok).long()
+        self.skipped[1] += (~g_ok).long()
+        self.skipped[2] = (self.skipped[2] + 1) * (~both).long()
+        check = self.device.type == "cpu" or self._trainer is None or self._batches % self.trainer.log_every_n_steps == 0
+        if check and int(self.skipped[2]) >= self.max_bad_batches:
             raise DivergenceError(self._divergence_message())
 
     def _divergence_message(self) -> str:
@@ -174,67 +312,96 @@ class TextToImageGAN(L.LightningModule):
                 "python train.py ckpt_path=CHECKPOINT ...")
 
     # ------------------------------------------------------------------ training
-    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int) -> tuple[dict, bool]:
-        with torch.no_grad():
-            fake = self.generator(self.noise(images.shape[0], NOISE_D, critic), text)
-        use_gp = self.gp_weight > 0 and int(self.batches_seen) % self.gp_every == 0
+    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
+                           fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+        if fake is None:
+            with torch.no_grad():
+                fake = self.fast("generator")(self.noise(images.shape[0], NOISE_D, critic), text)
+        fake = fake.detach()
+        use_gp = self.gp_weight > 0 and self.gp_every == 1  # DF-GAN: the MA-GP inside every D step
+        features, head, judge = (
+            (self.discriminator.features, self.discriminator.head, self.discriminator) if use_gp  # double backward: eager
+            else (self.fast("d_features"), self.fast("d_head"), self.fast("discriminator")))
         images = images.detach().requires_grad_(use_gp)
         sentence = text.pooled.detach().requires_grad_(use_gp)
-        real_features = self.discriminator.features(self.d_input(images, NOISE_AUG_REAL, critic))
-        real = self.discriminator.head(real_features, sentence)
-        mismatched = self.discriminator.head(real_features, text.pooled.roll(1, dims=0))
-        fake_logits = self.discriminator(self.d_input(fake, NOISE_AUG_FAKE, critic), text.pooled)
+        real_features = features(self.d_input(images, NOISE_AUG_REAL, critic))
+        real = head(real_features, sentence)
+        mismatched = head(real_features, text.pooled.roll(1, dims=0))
+        fake_logits = judge(self.d_input(fake, NOISE_AUG_FAKE, critic), text.pooled)
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
-        if use_gp:  # lazy regularisation: every gp_every batches, weighted up to match
-            terms["gp"] = matching_aware_gradient_penalty(
-                real, images, sentence, weight=self.gp_weight * self.gp_every, power=self.gp_power
-            )
+        if use_gp:
+            terms["gp"] = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight,
+                                                          power=self.gp_power)
             loss = loss + terms["gp"]
         terms["grad_norm"], ok = self._step(optimizer, loss)
         terms["margin"] = real.mean() - fake_logits.mean()
         terms["loss"] = loss
         return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}, ok
 
-    def generator_step(self, text: TextFeatures, optimizer) -> tuple[dict, bool]:
-        fake = self.generator(self.noise(len(text), NOISE_G), text)
-        loss = generator_loss(self.loss_kind, self.discriminator(self.d_input(fake, NOISE_AUG_G), text.pooled))
+    def regularization_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor]:
+        """Lazy MA-GP (``gp_every`` > 1): the penalty alone, weighted by ``gp_every``, as its own D step."""
+        images = images.detach().requires_grad_(True)
+        sentence = text.pooled.detach().requires_grad_(True)
+        real = self.discriminator(self.d_input(images, NOISE_AUG_REAL), sentence)  # eager: double backward
+        gp = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight * self.gp_every,
+                                             power=self.gp_power)
+        norm, ok = self._step(optimizer, gp, counted=False)
+        return {"d_gp": gp.detach(), "d_gp_grad_norm": norm}, ok
+
+    def generator_step(self, text: TextFeatures, optimizer, fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+        if fake is None:
+            fake = self.fast("generator")(self.noise(len(text), NOISE_G), text)
+        loss = generator_loss(self.loss_kind, self.fast("discriminator")(self.d_input(fake, NOISE_AUG_G), text.pooled))
         norm, ok = self._step(optimizer, loss)
         return {"g_loss": loss.detach(), "g_grad_norm": norm}, ok
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         images = batch["image"]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         text = self.text_of(batch)
-        d_ok = True
-        for critic in range(self.n_critic):
-            with self.toggled_optimizer(opt_d):
-                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic)
-                d_ok = d_ok and ok
+        d_ok = torch.ones((), dtype=torch.bool, device=self.device)
+        # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
+        # then the G step back-propagates through the same images (judged by the updated D)
+        fake = self.fast("generator")(self.noise(len(text), NOISE_G), text) if self.reuse_fake else None
+        with self.toggled_optimizer(opt_d):
+            for critic in range(self.n_critic):
+                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake)
+                d_ok = d_ok & ok
+            if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
+                reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
+                d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
         with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g)
+            g_logs, g_ok = self.generator_step(text, opt_g, fake)
         self._count_skips(d_ok, g_ok)
-        ema_update(self.generator_ema, self.generator, ema_beta(int(self.batches_seen), self.ema_beta_max, self.ema_warmup))
+        ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
         for scheduler in self._schedulers():
             scheduler.step()
         self.batches_seen += 1
+        self._batches += 1
         self._log_training(d_logs, g_logs, opt_g, opt_d, images.shape[0])
 
     def _log_training(self, d_logs: dict, g_logs: dict, opt_g, opt_d, batch_size: int) -> None:
+        """Device tensors go to the logger as they are (read at its flush, every ``log_every_n_steps``);
+        the progress bar, which reads its values at once, gets them only on those batches."""
         now = time.perf_counter()
         logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
-        logs["train/batches"] = float(self.batches_seen)
-        logs["train/skipped_d"] = float(self.skipped[0])
-        logs["train/skipped_g"] = float(self.skipped[1])
-        bar = {"d": d_logs["d_loss"], "g": g_logs["g_loss"]}
+        logs["train/batches"] = float(self._batches)
+        logs["train/skipped_d"] = self.skipped[0].float()
+        logs["train/skipped_g"] = self.skipped[1].float()
         if self._last_step_time is not None:
             logs["perf/images_per_sec"] = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
-            bar["img/s"] = logs["perf/images_per_sec"]
         self._last_step_time = now
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log_dict(bar, prog_bar=True, on_step=True, logger=False, batch_size=batch_size)
+        if self._batches % self.trainer.log_every_n_steps == 0:
+            bar = {"d": d_logs["d_loss"], "g": g_logs["g_loss"]}
+            if "perf/images_per_sec" in logs:
+                bar["img/s"] = logs["perf/images_per_sec"]
+            self.log_dict(bar, prog_bar=True, on_step=True, logger=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -243,7 +410,7 @@ class TextToImageGAN(L.LightningModule):
         real = self.discriminator.head(features, text.pooled)
         mismatched = self.discriminator.head(features, text.pooled.roll(1, dims=0))
         z = sample_noise(images.shape[0], self.z_dim, seed=seed_for(self.seed, NOISE_VAL, batch_idx)).to(self.device)
-        fake = self.discriminator(self.generator_ema(z, text), text.pooled)
+        fake = self.discriminator(self.generate_ema(z, text), text.pooled)
         self.log_dict(
             {"val/d_real": real.mean(), "val/d_fake": fake.mean(), "val/d_mismatch": mismatched.mean(),
              "val/match_margin": (real - mismatched).mean(), "val/real_fake_margin": (real - fake).mean()},
@@ -262,7 +429,7 @@ class TextToImageGAN(L.LightningModule):
         k = z.shape[0]
         expand = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
         text = TextFeatures(expand(text.tokens), expand(text.mask), expand(text.pooled))
-        return self.generator_ema(z.to(self.device).repeat(len(prompts), 1), text)
+        return self.generate_ema(z.repeat(len(prompts), 1), text)
 
     def save_sample_grid(self) -> None:
         images = to_uint8(self.sample(self.sample_prompts, self.sample_z))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ from datamodules.text_cache import TextCacheError
 from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
 from lightning_modules.components.text_encoders import EncoderLoadError
 from lightning_modules.config_checks import ConfigError, validate
+from lightning_modules.strategies import GANDDPStrategy  # noqa: F401 - registers ddp_gan / ddp_gan_spawn
 from lightning_modules.metrics import MetricsError
 from lightning_modules.text_to_image_gan import TextToImageGAN
 
@@ -65,7 +67,8 @@ def _device_count(devices: Any, accelerator: str) -> int:
 
 
 def resolve_strategy(trainer_cfg: DictConfig) -> str | Any:
-    """``strategy: auto`` with several devices: DDP that tolerates the alternating G/D graphs."""
+    """``strategy: auto`` with several devices: ``ddp_gan`` (see ``strategies.py``), no DDP wrapper and so
+    no unused-parameter search for the alternating G/D updates."""
     strategy = trainer_cfg.get("strategy", "auto")
     if strategy != "auto":
         return strategy
@@ -74,7 +77,29 @@ def resolve_strategy(trainer_cfg: DictConfig) -> str | Any:
         return "auto"
     sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     # A -m sweep re-runs itself in every DDP child; spawned workers do not.
-    return "ddp_spawn_find_unused_parameters_true" if sweeping else "ddp_find_unused_parameters_true"
+    return "ddp_gan_spawn" if sweeping else "ddp_gan"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 convolutions run natively. Elsewhere (AVX2-only CPUs) oneDNN emulates
+    them and a bf16 step is ~10x slower than float32 (measured, see the README's speed table)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """``precision: auto``: bf16-mixed on a GPU with bf16 (else 16-mixed) and on a CPU with native
+    bf16; 32-true on other CPUs. Any other value is passed through."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision != "auto":
+        return precision
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def _instantiate_group(group: DictConfig | None) -> list:
@@ -111,7 +136,8 @@ def start_loggers(loggers: list, output_dir: str) -> list:
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = start_loggers(_instantiate_group(cfg.get("logger")), str(cfg.paths.output_dir))
-    return instantiate(cfg.trainer, strategy=resolve_strategy(cfg.trainer), callbacks=callbacks,
+    return instantiate(cfg.trainer, strategy=resolve_strategy(cfg.trainer), precision=resolve_precision(cfg.trainer),
+                       callbacks=callbacks,
                        logger=loggers or False, plugins=[AtomicCheckpointIO()], **overrides)
 
 
