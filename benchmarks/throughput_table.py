@@ -34,7 +34,7 @@ def measure(overrides: list[str], batches: int, warmup: int) -> dict:
                "--batches", str(batches), "--warmup", str(warmup), *overrides]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            sys.exit(f"{overrides} failed:\n{result.stderr[-4000:]}")
+            return {"error": result.stderr.strip().splitlines()[-1][:500] if result.stderr.strip() else "failed"}
         return json.loads(out.read_text())["config"]
 
 
@@ -54,18 +54,24 @@ def main() -> None:
     for name, extra in settings.items():
         warmup = args.warmup + (3 if "compile" in name else 0)
         r = measure([*overrides, *extra], args.batches, warmup)
+        if "error" in r:
+            rows.append({"setting": name, "overrides": extra, "error": r["error"]})
+            print(f"{name}: failed: {r['error']}", file=sys.stderr, flush=True)
+            continue
         rows.append({"setting": name, "overrides": extra, "images_per_s": r["images_per_s"],
                      "step_s_mean": r["step_s_mean"], "precision": r["precision"], "peak_memory_mb": r["peak_memory_mb"],
                      "warmup_step_s": r["warmup_step_s"]})
         print(f"{name}: {r['images_per_s']:.2f} images/s", file=sys.stderr, flush=True)
     base = rows[0]["images_per_s"]
     for row in rows:
-        row["vs_reference"] = row["images_per_s"] / base
+        if "images_per_s" in row:
+            row["vs_reference"] = row["images_per_s"] / base
     report = {"benchmark": "throughput_table", "command": "python benchmarks/throughput_table.py " + " ".join(overrides),
               "machine": report_json.machine(), "timed_batches": args.batches, "warmup_batches": args.warmup,
               "rows": rows}
     table = ["| setting | images/s | vs reference |", "|---|---|---|"]
-    table += [f"| {r['setting']} | {r['images_per_s']:.2f} | {r['vs_reference']:.2f}x |" for r in rows]
+    table += [f"| {r['setting']} | {r['images_per_s']:.2f} | {r['vs_reference']:.2f}x |" if "images_per_s" in r
+              else f"| {r['setting']} | failed: {r['error'][:80]} | |" for r in rows]
     report["markdown"] = "\n".join(table)
     report_json.write(report, args.out)
 

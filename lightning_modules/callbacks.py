@@ -17,7 +17,8 @@ def weights_digest(module: torch.nn.Module) -> bytes:
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): logical order whatever the memory format (channels_last weights included)
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.digest()
 
 

@@ -63,7 +63,7 @@ class CompiledOrEager:
 
     def __init__(self, fn: Callable, name: str, mode: str | None):
         self.fn, self.name = fn, name
-        self.compiled: Callable | None = torch.compile(fn, mode=mode)
+        self.compiled: Callable | None = torch.compile(fn, mode=mode, dynamic=False)
 
     def __call__(self, *args, **kwargs):
         if self.compiled is not None:
@@ -207,8 +207,19 @@ class TextToImageGAN(L.LightningModule):
         """The batch's text features: read from the data module's cache when it sent them (the
         encoder does not run), else encoded now."""
         if "text_tokens" in batch:
-            return TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
-        return self.encode(batch["caption"])
+            text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
+        else:
+            text = self.encode(batch["caption"])
+        return self._fixed_length(text) if self._fast else text
+
+    def _fixed_length(self, text: TextFeatures) -> TextFeatures:
+        """Compiled networks see one token length (``encoder.max_length``, padding masked), not the
+        longest caption of each batch: no recompilation, and no dynamic-shape kernels."""
+        pad = int(getattr(self.encoder, "max_length", text.tokens.shape[1])) - text.tokens.shape[1]
+        if pad <= 0:
+            return text
+        tokens = torch.nn.functional.pad(text.tokens, (0, 0, 0, pad))
+        return TextFeatures(tokens, torch.nn.functional.pad(text.mask, (0, pad), value=False), text.pooled)
 
     def d_input(self, images: torch.Tensor, purpose: int, critic: int = 0) -> torch.Tensor:
         """What D sees: the images through the differentiable augmentation, when one is configured."""

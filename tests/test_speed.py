@@ -183,3 +183,14 @@ def test_precision_auto_is_float32_on_a_cpu_without_native_bf16(tmp_path, monkey
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.precision = "16-true"
     assert resolve_precision(cfg.trainer) == "16-true"
+
+
+def test_weight_digest_is_the_same_in_either_memory_format():
+    """DDP's consistency digest read channels_last 1x1-conv weights as non-viewable bytes."""
+    from lightning_modules.callbacks import weights_digest
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 4, 3))
+    before = weights_digest(net)
+    net.to(memory_format=torch.channels_last)
+    assert weights_digest(net) == before

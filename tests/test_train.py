@@ -81,7 +81,7 @@ def test_resume_continues_steps_and_optimizer_state(tmp_path):
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 6 and ckpt["gan_ga"]["batches_seen"] == 3
-    assert _adam_steps(ckpt) == [3, 3]
+    assert _adam_steps(ckpt) == [3, 3 + 1]  # G; D's main steps + the lazy MA-GP step of batch 0
     assert (tmp_path / "a" / "checkpoints" / "epoch000-step0000004.ckpt").is_file()  # a periodic save came first
 
     resumed = compose_train(tmp_path / "b", ["trainer.max_steps=10", "trainer.val_check_interval=100",
@@ -89,7 +89,7 @@ def test_resume_continues_steps_and_optimizer_state(tmp_path):
     run_training(resumed)
     after = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert after["global_step"] == 10 and after["gan_ga"]["batches_seen"] == 5
-    assert _adam_steps(after) == [5, 5]  # Adam moments continued, not restarted
+    assert _adam_steps(after) == [5, 5 + 2]  # Adam moments continued, not restarted (MA-GP at batches 0, 4)
     assert after["state_dict"]["batches_seen"] == 5
     key = "generator.seed.weight"
     assert not torch.equal(ckpt["state_dict"][key], after["state_dict"][key])
