@@ -71,7 +71,7 @@ class CompiledOrEager:
                 return self.compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compile failure falls back to eager
                 first = (str(err).strip().splitlines() or [""])[0][:300]
-                warnings.warn(f"gan-ga: torch.compile of {self.name} failed ({type(err).__name__}: {first}); "
+                warnings.warn(f"gan-ga: torch.compile of the {self.name} failed ({type(err).__name__}: {first}); "
                               "running it eagerly (model.compile=false hides this warning)", stacklevel=2)
                 self.compiled = None
         return self.fn(*args, **kwargs)
@@ -160,10 +160,7 @@ class TextToImageGAN(L.LightningModule):
                 net.to(memory_format=torch.channels_last)
         if self.compile_mode and not self._fast:
             mode = None if self.compile_mode is True else self.compile_mode
-            self._fast = {"generator": CompiledOrEager(self.generator, "the generator", mode),
-                          "d_features": CompiledOrEager(self.discriminator.features, "D's features", mode),
-                          "d_head": CompiledOrEager(self.discriminator.head, "D's head", mode),
-                          "discriminator": CompiledOrEager(self.discriminator, "the discriminator", mode)}
+            self._fast = {name: CompiledOrEager(fn, name, mode) for name, fn in self._network_calls().items()}
 
     def _apply(self, fn, recurse: bool = True):
         """Moves and casts apply to everything but the EMA generator's dtype: it stays float32, as a
@@ -174,12 +171,14 @@ class TextToImageGAN(L.LightningModule):
                 t.data = t.data.float()
         return self
 
+    def _network_calls(self) -> dict[str, Callable]:
+        """The network calls of the training step, by name (what ``model.compile`` compiles)."""
+        return {"generator": self.generator, "d_features": self.discriminator.features,
+                "d_head": self.discriminator.head, "discriminator": self.discriminator}
+
     def fast(self, name: str) -> Callable:
         """The compiled form of a network call when ``model.compile`` is on, else the eager one."""
-        if name in self._fast:
-            return self._fast[name]
-        return {"generator": self.generator, "d_features": self.discriminator.features, "d_head": self.discriminator.head,
-                "discriminator": self.discriminator}[name]
+        return self._fast[name] if self._fast else self._network_calls()[name]
 
     def generate_ema(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
         """Images from the EMA generator (float32 whatever the training precision)."""
