@@ -87,7 +87,7 @@ def main() -> None:
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     report = {
         "benchmark": "shapes_quality",
-        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed test captions) vs training images seen",
+        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions) vs training images seen",
         "overrides": overrides,
         "budget_minutes": args.minutes,
         "config": {k: cfg[k] for k in ("data", "model", "trainer") if k in cfg},

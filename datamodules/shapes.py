@@ -11,7 +11,7 @@ Positions are the cells of a 3x3 grid; two objects never share a cell.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import lightning as L
@@ -132,6 +132,24 @@ def render(scene: Scene, image_size: int) -> Image.Image:
     return image.resize((image_size, image_size), Image.Resampling.BOX)
 
 
+ATTRIBUTES = ("shape", "color", "size", "position")
+
+
+def counterfactual(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene with exactly one attribute of one object changed: its caption is wrong in one word
+    (or phrase), the hardest mismatched caption for a discriminator that must read every word."""
+    k = int(rng.integers(len(scene.objects)))
+    obj = scene.objects[k]
+    attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+    if attribute == "position":
+        options = [p for p in POSITIONS if p not in {o.position for o in scene.objects}]
+    else:
+        options = [v for v in {"shape": SHAPES, "color": COLOR_NAMES, "size": SIZES}[attribute] if v != getattr(obj, attribute)]
+    objects = list(scene.objects)
+    objects[k] = replace(obj, **{attribute: options[int(rng.integers(len(options)))]})
+    return Scene(tuple(objects), scene.offsets)
+
+
 def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
@@ -156,15 +174,18 @@ class ShapesDataset(Dataset):
     """``dataset[i]`` -> ``{"image": [3,S,S] in [-1,1], "caption": str, "attributes": [max_objects,4] long}``.
 
     ``attributes[k] = (shape, colour, size, position)`` indices into the module's tuples; rows of
-    absent objects are -1.
+    absent objects are -1. With ``negatives`` the sample also has ``negative_caption`` and
+    ``negative_attributes``: a caption of the :func:`counterfactual` scene (one attribute of one
+    object changed), which the GAN shows D as the mismatched caption of the image.
     """
 
     def __init__(self, *, split: str, length: int, image_size: int = 32, seed: int = 0,
-                 min_objects: int = 1, max_objects: int = 2):
+                 min_objects: int = 1, max_objects: int = 2, negatives: bool = False):
         if split not in SPLITS:
             raise ValueError(f"shapes split {split!r} is not one of {tuple(SPLITS)}")
         self.split, self.length, self.image_size, self.seed = split, length, image_size, seed
         self.min_objects, self.max_objects = min_objects, max_objects
+        self.negatives = negatives
 
     def __len__(self) -> int:
         return self.length
@@ -176,13 +197,21 @@ class ShapesDataset(Dataset):
         scene = make_scene(rng, self.min_objects, self.max_objects)
         return scene, caption(scene, rng)
 
+    def attributes(self, scene: Scene) -> torch.Tensor:
+        out = torch.full((self.max_objects, 4), -1, dtype=torch.long)
+        for k, obj in enumerate(scene.objects):
+            out[k] = torch.tensor(obj.as_indices())
+        return out
+
     def __getitem__(self, index: int) -> dict:
         scene, text = self.sample(index)
         pixels = torch.from_numpy(np.array(render(scene, self.image_size))).permute(2, 0, 1)
-        attributes = torch.full((self.max_objects, 4), -1, dtype=torch.long)
-        for k, obj in enumerate(scene.objects):
-            attributes[k] = torch.tensor(obj.as_indices())
-        return {"image": pixels.float() / 127.5 - 1.0, "caption": text, "attributes": attributes}
+        item = {"image": pixels.float() / 127.5 - 1.0, "caption": text, "attributes": self.attributes(scene)}
+        if self.negatives:  # its own random stream: the sample itself is the same with or without
+            rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 1])
+            negative = counterfactual(scene, rng)
+            item.update(negative_caption=caption(negative, rng), negative_attributes=self.attributes(negative))
+        return item
 
 
 class ShapesDataModule(L.LightningDataModule):
@@ -202,6 +231,7 @@ class ShapesDataModule(L.LightningDataModule):
         min_objects: int = 1,
         max_objects: int = 2,
         pin_memory: bool = False,
+        negatives: bool = False,
         augment_policy: Sequence[str] = (),
         sample_prompts: Sequence[str] = (),
     ):
@@ -216,7 +246,7 @@ class ShapesDataModule(L.LightningDataModule):
         self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects)
         self.datasets = {
-            "train": ShapesDataset(split="train", length=train_size, **kw),
+            "train": ShapesDataset(split="train", length=train_size, negatives=negatives, **kw),
             "val": ShapesDataset(split="val", length=val_size, **kw),
             "test": ShapesDataset(split="test", length=test_size, **kw),
         }

@@ -156,19 +156,22 @@ def caption_scores(oracle: ShapesOracle, images: torch.Tensor, scenes: Sequence[
 
     ``position``: fraction of described objects read at their cell. ``shape``/``color``/``size``:
     fraction of described objects whose attribute is right on the generated object paired with
-    them: the one at their cell when there is one, else the most confident remaining detection
-    (so a red circle drawn in the wrong place still counts as red). ``caption``: fraction of images
-    with every attribute of every object right at its cell and no object where none is described.
+    them: the one at their cell when there is one, else the most confident remaining *detected*
+    object (so a red circle drawn in the wrong place still counts as red). A described object with
+    no generated object left to pair with is wrong on every attribute: a blank image scores 0.
+    ``caption``: fraction of images with every attribute of every object right at its cell and no
+    object where none is described.
     """
     return scores_from_predictions(read_scenes(oracle, images), scenes)
 
 
-def _pairs(confidence: torch.Tensor, detected: torch.Tensor, cells: list[int]) -> list[int]:
-    """For one image: the generated-object cell paired with each described cell."""
-    ranked = [int(c) for c in confidence.argsort(descending=True)]
+def _pairs(confidence: torch.Tensor, detected: torch.Tensor, cells: list[int]) -> list[int | None]:
+    """For one image: the generated-object cell paired with each described cell, None when no
+    detected object is left for it."""
+    ranked = [int(c) for c in confidence.argsort(descending=True) if detected[c]]
     paired = {c: c for c in cells if detected[c]}
     free = [c for c in ranked if c not in paired.values()]
-    return [paired[c] if c in paired else free.pop(0) for c in cells]
+    return [paired[c] if c in paired else (free.pop(0) if free else None) for c in cells]
 
 
 def scores_from_predictions(pred: dict[str, torch.Tensor], scenes: Sequence[shapes.Scene]) -> dict[str, float]:
@@ -181,7 +184,7 @@ def scores_from_predictions(pred: dict[str, torch.Tensor], scenes: Sequence[shap
     for i in range(present.shape[0]):
         cells = [int(c) for c in present[i].nonzero().flatten()]
         for cell, source in zip(cells, _pairs(pred["confidence"][i], detected[i], cells)):
-            for k in counts:
+            for k in counts if source is not None else ():
                 counts[k] += int(pred[k][i, source] == truth[k][i, cell])
     n = max(int(present.sum()), 1)
     scores = {k: v / n for k, v in counts.items()}

@@ -153,6 +153,7 @@ class SampleMetrics(L.Callback):
     """
 
     PRIMARY = {"caption_accuracy": ("metrics/caption_accuracy", "max"), "fid": ("metrics/fid", "min")}
+    SPLIT = "val"  # best.ckpt is chosen on val; evaluate.py reports on test
 
     def __init__(self, *, metrics: str | list = "auto", num_samples: int = 256, every_n_validations: int = 1,
                  batch_size: int = 64, cache_dir: str = "data/cache", inception_weights: str | None = None,
@@ -162,6 +163,8 @@ class SampleMetrics(L.Callback):
         self.cache_dir, self.inception_weights = cache_dir, inception_weights
         self.dirpath, self.save_best, self.seed = dirpath, save_best, seed
         self.metrics: list[str] = []
+        self.captions: dict[str, list[str]] = {}  # per metric: the captions its images are generated for
+        self.scenes: list | None = None  # shapes: the scene of each caption_accuracy caption
         self.validations = 0
         self.best: float | None = None
 
@@ -194,17 +197,15 @@ class SampleMetrics(L.Callback):
             trainer.strategy.barrier()
             if trainer.local_rank != 0:
                 self.oracle = load_or_train(self.cache_dir, log=rank_zero_info)
-            dataset = trainer.datamodule.datasets["test"]
-            n = min(self.num_samples, len(dataset))
-            self.scenes, self.captions = zip(*(dataset.sample(i) for i in range(n)))
-            real = torch.stack([dataset[i]["image"] for i in range(n)])
-            self.real_features = self.oracle.features(real)
+            data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples)
+            self.captions["caption_accuracy"], self.scenes = data.captions, data.scenes
+            self.real_features = self.oracle.features(data.images(range(len(data))))
         if "fid" in self.metrics:
             from lightning_modules.metrics import inception_features, load_inception
 
             self.inception = load_inception(self.inception_weights)
-            data = eval_set(trainer.datamodule, "val", self.num_samples)
-            self.captions = data.captions
+            data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples)
+            self.captions["fid"] = data.captions
             self.inception = self.inception.to(pl_module.device)
             self.real_pool = torch.cat([inception_features(self.inception, data.images(range(i, min(i + 64, len(data)))))[0]
                                         for i in range(0, len(data), 64)])
@@ -212,13 +213,23 @@ class SampleMetrics(L.Callback):
 
     @torch.no_grad()
     def compute(self, pl_module) -> dict[str, float]:
+        """Each metric scores the images generated for its own captions (one generation per
+        distinct caption list)."""
         from lightning_modules.evaluation import generate_for
 
-        fake = generate_for(pl_module, list(self.captions), self.batch_size, self.seed)
+        generated: dict[tuple, torch.Tensor] = {}
+
+        def fakes(metric: str) -> torch.Tensor:
+            key = tuple(self.captions[metric])
+            if key not in generated:
+                generated[key] = generate_for(pl_module, list(key), self.batch_size, self.seed)
+            return generated[key]
+
         values: dict[str, float] = {}
         if "caption_accuracy" in self.metrics:
             from datamodules.shapes_oracle import caption_scores, frechet_distance
 
+            fake = fakes("caption_accuracy")
             scores = caption_scores(self.oracle, fake, self.scenes)
             values["metrics/caption_accuracy"] = scores.pop("caption")
             values.update({f"metrics/accuracy_{k}": v for k, v in scores.items()})
@@ -226,7 +237,8 @@ class SampleMetrics(L.Callback):
         if "fid" in self.metrics:
             from lightning_modules.metrics import fid, inception_features
 
-            values["metrics/fid"] = fid(self.real_pool, inception_features(self.inception, fake)[0])
+            values["metrics/fid"] = fid(self.real_pool, inception_features(self.inception, fakes("fid"))[0])
+        values["metrics/samples"] = float(len(self.captions[self.metrics[0]]))
         return values
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -236,7 +248,6 @@ class SampleMetrics(L.Callback):
         if self.validations % self.every:
             return
         values = self.compute(pl_module)
-        values["metrics/samples"] = float(len(self.captions))
         pl_module.log_dict(values, on_epoch=True, sync_dist=False)
         value = values[self.primary]
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)

@@ -108,9 +108,10 @@ def validate(cfg: DictConfig) -> None:
 
     resolutions = _get(cfg, "fusion.attention_resolutions")
     if resolutions is not None and size in IMAGE_SIZES:
-        allowed = [2**k for k in range(3, IMAGE_SIZES.index(size) + 5)]
+        allowed = [2**k for k in range(2, IMAGE_SIZES.index(size) + 5)]
         need(all(r in allowed for r in resolutions), "fusion.attention_resolutions",
-             f"each must be a generator block resolution for data.image_size={size}: {allowed}")
+             f"each must be a generator resolution (4 = the 4x4 seed, then each block's output) for "
+             f"data.image_size={size}: {allowed}")
 
     limit = encoder_position_limit(cfg)
     max_length = _get(cfg, "encoder.max_length")

@@ -40,3 +40,16 @@ def matching_aware_gradient_penalty(
     grads = torch.autograd.grad(logits.sum(), (images, sentence), create_graph=True)
     flat = torch.cat([g.flatten(1) for g in grads], dim=1)
     return weight * flat.norm(2, dim=1).pow(power).mean()
+
+
+def contrastive_loss(similarity: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over a batch's image x caption similarities [B, T] (XMC-GAN), image -> caption and
+    caption -> image, averaged. Pair ``(i, i)`` is the positive; captions ``B..T-1`` are extra
+    negatives (image -> caption only); pairs of equivalent captions (``groups`` [T] equal, ``i != j``)
+    are left out rather than counted as negatives."""
+    n, t = similarity.shape
+    eye = torch.eye(n, t, dtype=torch.bool, device=similarity.device)
+    same = (groups[:n, None] == groups[None, :]) & ~eye
+    logits = (similarity.float() / temperature).masked_fill(same, float("-inf"))
+    target = torch.arange(n, device=similarity.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target))

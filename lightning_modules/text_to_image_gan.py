@@ -37,12 +37,14 @@ import torch
 from torch import nn
 
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
+from lightning_modules.components.negatives import MISMATCH_MODES, caption_groups, mismatch_indices
 from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
-from lightning_modules.losses import discriminator_loss, generator_loss, matching_aware_gradient_penalty
+from lightning_modules.losses import (contrastive_loss, discriminator_loss, generator_loss,
+                                     matching_aware_gradient_penalty)
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
 from lightning_modules.strategies import average_gradients
 
-NOISE_D, NOISE_G, NOISE_VAL, NOISE_AUG_REAL, NOISE_AUG_FAKE, NOISE_AUG_G = range(6)  # independent random streams
+NOISE_D, NOISE_G, NOISE_VAL, NOISE_AUG_REAL, NOISE_AUG_FAKE, NOISE_AUG_G, NOISE_MISMATCH = range(7)  # independent random streams
 
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -104,6 +106,10 @@ class TextToImageGAN(L.LightningModule):
         compile: bool | str = False,
         reuse_fake: bool = False,
         channels_last: bool = False,
+        mismatch: str = "roll",
+        data_negatives: bool = False,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -114,7 +120,7 @@ class TextToImageGAN(L.LightningModule):
         self.encoder = encoder
         dims = dict(text_dim=encoder.out_dim, token_dim=encoder.out_dim)
         self.generator = generator(image_size=image_size, z_dim=z_dim, fusion=fusion, **dims)
-        self.discriminator = discriminator(image_size=image_size, text_dim=encoder.out_dim)
+        self.discriminator = discriminator(image_size=image_size, text_dim=encoder.out_dim, token_dim=encoder.out_dim)
         self.generator_ema = make_ema(self.generator)
         self.augment = augment if augment is not None and getattr(augment, "enabled", True) else None
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
@@ -126,6 +132,16 @@ class TextToImageGAN(L.LightningModule):
         self.max_bad_batches = max_bad_batches
         if compile not in COMPILE_MODES:
             raise ValueError(f"model.compile={compile!r} is not one of {COMPILE_MODES}")
+        if mismatch not in MISMATCH_MODES:
+            raise ValueError(f"model.mismatch={mismatch!r} is not one of {MISMATCH_MODES}")
+        if contrastive_weight < 0 or contrastive_temperature <= 0:
+            raise ValueError(f"model.contrastive_weight={contrastive_weight} must be >= 0 and "
+                             f"model.contrastive_temperature={contrastive_temperature} > 0")
+        if contrastive_weight > 0 and getattr(self.discriminator, "matcher", None) is None:
+            raise ValueError(f"model.contrastive_weight={contrastive_weight} compares D's word-region similarities: "
+                             "set model.discriminator.word_matching=true (or model.contrastive_weight=0)")
+        self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
+        self.contrastive_temperature = contrastive_temperature
         if gp_every < 1:
             raise ValueError(f"model.gp_every={gp_every}: must be >= 1 (1 = the MA-GP in every D step)")
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
@@ -174,7 +190,7 @@ class TextToImageGAN(L.LightningModule):
     def _network_calls(self) -> dict[str, Callable]:
         """The network calls of the training step, by name (what ``model.compile`` compiles)."""
         return {"generator": self.generator, "d_features": self.discriminator.features,
-                "d_head": self.discriminator.head, "discriminator": self.discriminator}
+                "d_judge": self.discriminator.judge}
 
     def fast(self, name: str) -> Callable:
         """The compiled form of a network call when ``model.compile`` is on, else the eager one."""
@@ -322,24 +338,52 @@ class TextToImageGAN(L.LightningModule):
                 "python train.py ckpt_path=CHECKPOINT ...")
 
     # ------------------------------------------------------------------ training
+    def negatives_of(self, batch: dict) -> TextFeatures | None:
+        """The data set's own mismatched captions (``negative_caption``), encoded, when
+        ``data_negatives`` is on and the batch has them; else None."""
+        if not self.data_negatives or "negative_caption" not in batch:
+            return None
+        text = self.encode(batch["negative_caption"])
+        return self._fixed_length(text) if self._fast else text
+
+    def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Equivalence groups of the batch's captions (then of its negatives, when it has them) and
+        each image's mismatched caption index (into the captions, then the negatives)."""
+        n = len(text)
+        groups = caption_groups(batch, n, self.device, negatives=negatives is not None)
+        if negatives is not None:
+            return groups, torch.arange(n, 2 * n, device=self.device)
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, NOISE_MISMATCH))
+        return groups, mismatch_indices(self.mismatch, groups, text.pooled, rng)
+
     def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
-                           fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+                           fake: torch.Tensor | None = None, mismatch: torch.Tensor | None = None,
+                           groups: torch.Tensor | None = None,
+                           negatives: TextFeatures | None = None) -> tuple[dict, torch.Tensor]:
+        """Real/matching pairs -> real; fakes and real/mismatched pairs -> fake (+ MA-GP, + the
+        contrastive term of the real images against the batch's captions and ``negatives``)."""
+        n = images.shape[0]
+        mismatch = torch.arange(n, device=self.device).roll(1) if mismatch is None else mismatch
+        groups = torch.arange(n, device=self.device) if groups is None else groups
         if fake is None:
             with torch.no_grad():
-                fake = self.fast("generator")(self.noise(images.shape[0], NOISE_D, critic), text)
+                fake = self.fast("generator")(self.noise(n, NOISE_D, critic), text)
         fake = fake.detach()
         use_gp = self.gp_weight > 0 and self.gp_every == 1  # DF-GAN: the MA-GP inside every D step
-        features, head, judge = (
-            (self.discriminator.features, self.discriminator.head, self.discriminator) if use_gp  # double backward: eager
-            else (self.fast("d_features"), self.fast("d_head"), self.fast("discriminator")))
+        features, judge = ((self.discriminator.features, self.discriminator.judge) if use_gp  # double backward: eager
+                           else (self.fast("d_features"), self.fast("d_judge")))
         images = images.detach().requires_grad_(use_gp)
         sentence = text.pooled.detach().requires_grad_(use_gp)
-        real_features = features(self.d_input(images, NOISE_AUG_REAL, critic))
-        real = head(real_features, sentence)
-        mismatched = head(real_features, text.pooled.roll(1, dims=0))
-        fake_logits = judge(self.d_input(fake, NOISE_AUG_FAKE, critic), text.pooled)
+        captions = text if negatives is None else TextFeatures.cat([text, negatives])
+        sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
+        real, mismatched, similarity = judge(features(self.d_input(images, NOISE_AUG_REAL, critic)), sentences,
+                                             captions.tokens, captions.mask, mismatch)
+        fake_logits = judge(features(self.d_input(fake, NOISE_AUG_FAKE, critic)), text.pooled, text.tokens, text.mask)[0]
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
+        if self.contrastive_weight > 0:
+            terms["contrastive"] = contrastive_loss(similarity, groups, self.contrastive_temperature)
+            loss = loss + self.contrastive_weight * terms["contrastive"]
         if use_gp:
             terms["gp"] = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight,
                                                           power=self.gp_power)
@@ -353,38 +397,54 @@ class TextToImageGAN(L.LightningModule):
         """Lazy MA-GP (``gp_every`` > 1): the penalty alone, weighted by ``gp_every``, as its own D step."""
         images = images.detach().requires_grad_(True)
         sentence = text.pooled.detach().requires_grad_(True)
-        real = self.discriminator(self.d_input(images, NOISE_AUG_REAL), sentence)  # eager: double backward
+        real = self.discriminator(self.d_input(images, NOISE_AUG_REAL), sentence, text.tokens, text.mask)  # eager
         gp = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight * self.gp_every,
                                              power=self.gp_power)
         norm, ok = self._step(optimizer, gp, counted=False)
         return {"d_gp": gp.detach(), "d_gp_grad_norm": norm}, ok
 
-    def generator_step(self, text: TextFeatures, optimizer, fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    def generator_step(self, text: TextFeatures, optimizer, fake: torch.Tensor | None = None,
+                       groups: torch.Tensor | None = None,
+                       negatives: TextFeatures | None = None) -> tuple[dict, torch.Tensor]:
+        """Fakes judged by D against their captions (+ the contrastive term: each fake must match its
+        own caption better than the batch's other captions and ``negatives``). D reads the text
+        detached: a trainable encoder learns only through G."""
         if fake is None:
             fake = self.fast("generator")(self.noise(len(text), NOISE_G), text)
-        loss = generator_loss(self.loss_kind, self.fast("discriminator")(self.d_input(fake, NOISE_AUG_G), text.pooled))
+        judged = text.detach() if negatives is None else TextFeatures.cat([text.detach(), negatives.detach()])
+        logits, _, similarity = self.fast("d_judge")(self.fast("d_features")(self.d_input(fake, NOISE_AUG_G)),
+                                                     judged.pooled, judged.tokens, judged.mask)
+        loss = adversarial = generator_loss(self.loss_kind, logits)
+        logs = {"g_adversarial": adversarial.detach()}
+        if self.contrastive_weight > 0:
+            groups = torch.arange(len(text), device=self.device) if groups is None else groups
+            contrastive = contrastive_loss(similarity, groups, self.contrastive_temperature)
+            loss = loss + self.contrastive_weight * contrastive
+            logs["g_contrastive"] = contrastive.detach()
         norm, ok = self._step(optimizer, loss)
-        return {"g_loss": loss.detach(), "g_grad_norm": norm}, ok
+        return {**logs, "g_loss": loss.detach(), "g_grad_norm": norm}, ok
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        text = self.text_of(batch)
+        text, negatives = self.text_of(batch), self.negatives_of(batch)
+        groups, mismatch = self.pairs(batch, text, negatives)
         d_ok = torch.ones((), dtype=torch.bool, device=self.device)
         # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
         # then the G step back-propagates through the same images (judged by the updated D)
         fake = self.fast("generator")(self.noise(len(text), NOISE_G), text) if self.reuse_fake else None
         with self.toggled_optimizer(opt_d):
             for critic in range(self.n_critic):
-                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake)
+                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake, mismatch, groups,
+                                                     negatives)
                 d_ok = d_ok & ok
             if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
                 reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
                 d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
         with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g, fake)
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
         self._count_skips(d_ok, g_ok)
         ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
         for scheduler in self._schedulers():
@@ -416,11 +476,11 @@ class TextToImageGAN(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         images, text = batch["image"], self.text_of(batch)
-        features = self.discriminator.features(images)
-        real = self.discriminator.head(features, text.pooled)
-        mismatched = self.discriminator.head(features, text.pooled.roll(1, dims=0))
+        mismatch = torch.arange(images.shape[0], device=self.device).roll(1)
+        real, mismatched, _ = self.discriminator.judge(self.discriminator.features(images), text.pooled, text.tokens,
+                                                       text.mask, mismatch)
         z = sample_noise(images.shape[0], self.z_dim, seed=seed_for(self.seed, NOISE_VAL, batch_idx)).to(self.device)
-        fake = self.discriminator(self.generate_ema(z, text), text.pooled)
+        fake = self.discriminator(self.generate_ema(z, text), text.pooled, text.tokens, text.mask)
         self.log_dict(
             {"val/d_real": real.mean(), "val/d_fake": fake.mean(), "val/d_mismatch": mismatched.mean(),
              "val/match_margin": (real - mismatched).mean(), "val/real_fake_margin": (real - fake).mean()},

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -40,6 +42,20 @@ def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
     # mismatched scenes: right images, wrong captions
     wrong = so.caption_scores(oracle, images[:500], scenes[500:1000])
     assert wrong["caption"] <= 0.05, wrong
+
+
+def test_a_missing_object_is_wrong_on_every_attribute(oracle):
+    from datamodules.shapes import Scene, ShapeObject, render
+
+    described = Scene((ShapeObject("circle", "red", "large", "left"),), ((0.0, 0.0),))
+    blank = -torch.ones(4, 3, 32, 32)
+    scores = so.caption_scores(oracle, blank, [described] * 4)
+    assert scores == {"shape": 0.0, "color": 0.0, "size": 0.0, "position": 0.0, "caption": 0.0}
+    # the same object drawn in the wrong cell: right shape, colour and size, wrong position
+    moved = Scene((ShapeObject("circle", "red", "large", "right"),), ((0.0, 0.0),))
+    image = torch.from_numpy(np.asarray(render(moved, 32))).permute(2, 0, 1).float()[None] / 127.5 - 1
+    scores = so.caption_scores(oracle, image, [described])
+    assert scores == {"shape": 1.0, "color": 1.0, "size": 1.0, "position": 0.0, "caption": 0.0}
 
 
 def test_oracle_frechet_distance(oracle, held_out):
@@ -111,7 +127,7 @@ def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     assert {"caption_accuracy/caption", "caption_accuracy/color", "oracle_fd", "clip_score", "clip_score_real"} <= set(m)
     assert protocol["clip"]["model"] == str(clip)
     assert m["caption_accuracy/real_reference"] >= 0.9  # the real renders of the same captions
-    assert protocol["samples"] == 24 and protocol["real_split"] == "val" and protocol["generator"] == "EMA"
+    assert protocol["samples"] == 24 and protocol["real_split"] == "test" and protocol["generator"] == "EMA"
     assert protocol["oracle"]["renderer_digest"] == so.renderer_digest()
     assert "caption_accuracy/caption" in result.stdout  # the printed table
 
@@ -189,3 +205,52 @@ def test_evaluate_py_on_two_processes_matches_one(trained_run, oracle_cache, tmp
     assert reports[1]["protocol"]["processes"] == 2 and reports[1]["protocol"]["samples"] == 21
     for key, value in reports[0]["metrics"].items():
         assert reports[1]["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+class PerfectGenerator(L.LightningModule):
+    """Draws exactly the scene of each caption it is asked for (a lookup of the renders of the val
+    and test splits): a generator whose caption accuracy is 1 when it is scored on its own captions."""
+
+    z_dim = 4
+
+    def __init__(self, datamodule):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.renders = {}
+        for split in ("val", "test"):
+            data = datamodule.datasets[split]
+            for i in range(len(data)):
+                self.renders.setdefault(data.sample(i)[1], data[i]["image"])
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * 0).sum()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def encode(self, captions):
+        return list(captions)
+
+    def generate_ema(self, z, captions):
+        return torch.stack([self.renders[c] for c in captions])
+
+
+def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_path, oracle_cache):
+    """With caption accuracy and FID both on, each metric scores images of its own captions; the
+    captions are the val split's (best.ckpt is chosen on val, evaluate.py reports on test)."""
+    from datamodules.shapes import ShapesDataModule
+    from lightning_modules.callbacks import SampleMetrics
+
+    data = ShapesDataModule(batch_size=8, num_workers=0, val_size=24, test_size=24, max_objects=1, train_size=64)
+    callback = SampleMetrics(metrics=["caption_accuracy", "fid"], num_samples=24, cache_dir=str(oracle_cache),
+                             inception_weights=str(_random_inception_file(tmp_path / "inception.pth")), save_best=False)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=1, val_check_interval=1, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)
+    trainer.fit(PerfectGenerator(data), datamodule=data)
+    assert callback.captions["caption_accuracy"] == [data.datasets["val"].sample(i)[1] for i in range(24)]
+    assert trainer.callback_metrics["metrics/caption_accuracy"] >= 0.9
+    assert abs(float(trainer.callback_metrics["metrics/fid"])) < 1e-3  # the same val images: FID 0

@@ -1,4 +1,15 @@
-"""Discriminator: image -> 4x4 features (DF-GAN residual down blocks) and a text-aware head."""
+"""Discriminator: image -> 4x4 features (DF-GAN residual down blocks) and a text-aware head.
+
+Two ways D reads the caption:
+
+* the sentence head (DF-GAN's concat head, optionally with a projection term) reads the pooled
+  sentence vector only;
+* the word-region matcher (``word_matching``) reads every word: each word attends over the 4x4
+  image regions (which carry a learned position embedding), and the caption matches the image when
+  its words find regions that look like them (AttnGAN's DAMSM score, learned inside D). Its score of
+  each (image, caption) pair is added to D's logit, and its image x caption similarity matrix is
+  what the contrastive terms (XMC-GAN) compare.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +71,45 @@ class TextConditionedHead(nn.Module):
         return logits
 
 
+class WordRegionMatcher(nn.Module):
+    """Word-level image-caption similarity: ``similarity(regions, words)`` -> [images, captions].
+
+    For caption ``i`` and image ``j``, each real word ``l`` attends over the image's regions
+    (softmax of scaled dot products); its score is the cosine between the word and what it attended
+    to; the caption's score is a weighted mean over its words, with learned weights (padding
+    excluded), so function words can count for little. Scores lie in [-1, 1].
+    """
+
+    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0):
+        super().__init__()
+        self.region_proj = nn.Conv2d(feat_ch, dim, 1)
+        self.position = nn.Parameter(torch.randn(regions, dim) * 0.5)
+        self.word_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
+        self.word_weight = nn.Linear(token_dim, 1)
+        self.sharpness = sharpness  # inverse temperature of the word -> region attention
+        self.scale = dim**-0.5
+
+    def regions(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, H*W, dim] region vectors, position included."""
+        r = self.region_proj(F.leaky_relu(features, 0.2)).flatten(2).transpose(1, 2)
+        if r.shape[1] != self.position.shape[0]:
+            raise ValueError(f"word matcher built for {self.position.shape[0]} regions, got {r.shape[1]}")
+        return r + self.position
+
+    def words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L, D] tokens -> word vectors [B, L, dim] and word weights [B, L] (0 on padding, sum 1)."""
+        weight = self.word_weight(tokens).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1)
+        return self.word_proj(tokens), weight.to(tokens.dtype)
+
+    def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Every image with every caption: [B_img, B_txt]."""
+        w, weight = words
+        attn = (torch.einsum("jrd,ild->jilr", regions, w) * (self.scale * self.sharpness)).softmax(-1)
+        context = torch.einsum("jilr,jrd->jild", attn, regions)
+        cos = F.cosine_similarity(context, w.unsqueeze(0), dim=-1)  # [B_img, B_txt, L]
+        return (cos * weight.unsqueeze(0)).sum(-1)
+
+
 class Discriminator(nn.Module):
     """``features(images)`` then ``head(features, sentence)``; split so that the features of real
     images are computed once and judged against both the matching and the mismatched caption."""
@@ -74,6 +124,9 @@ class Discriminator(nn.Module):
         cond_dim: int = 128,
         residual_gain: float = 1.0,
         projection: bool = True,
+        token_dim: int | None = None,
+        word_matching: bool = False,
+        match_dim: int = 128,
     ):
         super().__init__()
         n_blocks = check_image_size(image_size)
@@ -85,9 +138,30 @@ class Discriminator(nn.Module):
               for i in range(n_blocks))
         )
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection)
+        self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim) if word_matching else None
+        self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.from_rgb(images))
 
-    def forward(self, images: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images), sentence)
+    def judge(self, features: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
+              mask: torch.Tensor | None = None, mismatch: torch.Tensor | None = None):
+        """Judges image ``i`` with caption ``i`` and, when ``mismatch`` (an index per image) is given,
+        with caption ``mismatch[i]``. There may be more captions than images (extra negatives after
+        the B matching ones). Returns (logits [B], mismatched logits [B] or None, similarity
+        [B, captions] of the word matcher or None). The matcher's score of each judged pair is added
+        to its logit."""
+        n = features.shape[0]
+        logits = self.head(features, sentence[:n])
+        wrong = self.head(features, sentence[mismatch]) if mismatch is not None else None
+        if self.matcher is None or tokens is None:
+            return logits, wrong, None
+        sim = self.matcher.similarity(self.matcher.regions(features), self.matcher.words(tokens, mask))
+        logits = logits + self.match_gain * sim[:, :n].diagonal()
+        if mismatch is not None:
+            wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)
+        return logits, wrong, sim
+
+    def forward(self, images: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.judge(self.features(images), sentence, tokens, mask)[0]

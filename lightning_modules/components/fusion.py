@@ -10,9 +10,12 @@ three things:
 
 Variants:
 ``concat``           pooled text joins the noise at the input (DCGAN / GAN-INT-CLS); blocks use BatchNorm.
-``affine``           DF-GAN deep fusion: every block is modulated (FiLM) by an MLP of [noise, pooled text].
+``affine``           DF-GAN deep fusion: every block is modulated (FiLM) by an MLP of [noise, pooled text];
+                     with ``text_at_input`` the 4x4 seed is made from [noise, text] too, so the
+                     layout can depend on the words from the first layer (DF-GAN: noise only).
 ``cross_attention``  GAN-GA: ``affine`` plus image features attending over the token features
-                     (padding masked) at the resolutions named in ``attention_resolutions``.
+                     (padding masked) at the resolutions named in ``attention_resolutions``
+                     (4 = the 4x4 seed, where the layout is decided).
 """
 
 from __future__ import annotations
@@ -157,9 +160,18 @@ class ConcatFusion(Fusion):
 class AffineFusion(Fusion):
     """DF-GAN deep fusion: each block modulated by an MLP of [noise, pooled text]."""
 
-    def __init__(self, *, z_dim: int, text_dim: int, token_dim: int, cond_dim: int = 256, hidden: int = 256):
+    def __init__(self, *, z_dim: int, text_dim: int, token_dim: int, cond_dim: int = 256, hidden: int = 256,
+                 text_at_input: bool = False):
         super().__init__(z_dim=z_dim, text_dim=text_dim, cond_dim=cond_dim, use_noise=True)
         self.hidden = hidden
+        self.text_at_input = text_at_input
+
+    @property
+    def input_dim(self) -> int:
+        return self.cond_dim if self.text_at_input else self.z_dim
+
+    def input(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
+        return cond.vector if self.text_at_input else z  # the vector is [z, projected text]
 
     def modulation(self, channels: int) -> nn.Module:
         return AffineModulation(channels, self.cond_dim, self.hidden)
@@ -176,11 +188,13 @@ class CrossAttentionFusion(AffineFusion):
         token_dim: int,
         cond_dim: int = 256,
         hidden: int = 256,
+        text_at_input: bool = False,
         attention_resolutions: Sequence[int] = (8, 16),
         heads: int = 4,
         dim_head: int = 32,
     ):
-        super().__init__(z_dim=z_dim, text_dim=text_dim, token_dim=token_dim, cond_dim=cond_dim, hidden=hidden)
+        super().__init__(z_dim=z_dim, text_dim=text_dim, token_dim=token_dim, cond_dim=cond_dim, hidden=hidden,
+                         text_at_input=text_at_input)
         self.token_dim = token_dim
         self.attention_resolutions = tuple(int(r) for r in attention_resolutions)
         self.heads = heads

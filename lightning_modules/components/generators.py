@@ -83,6 +83,7 @@ class Generator(nn.Module):
                                         max_multiplier=max_multiplier)
         self.seed_channels = width(4)
         self.seed = nn.Linear(self.fusion.input_dim, self.seed_channels * 16)
+        self.seed_attention = self.fusion.attention(self.seed_channels, 4)
         self.blocks = nn.ModuleList(
             GeneratorBlock(width(4 * 2**i), width(8 * 2**i), 8 * 2**i, self.fusion) for i in range(n_blocks)
         )
@@ -92,6 +93,8 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
         cond = self.fusion.condition(z, text)
         h = self.seed(self.fusion.input(z, cond)).view(z.shape[0], self.seed_channels, 4, 4)
+        if self.seed_attention is not None:
+            h = self.seed_attention(h, cond)
         for block in self.blocks:
             h = block(h, cond)
         return self.to_rgb(h)

@@ -42,6 +42,14 @@ class TextFeatures:
         """Mismatched captions: each image gets the caption of its neighbour in the batch."""
         return TextFeatures(*(t.roll(shifts, dims=0) for t in (self.tokens, self.mask, self.pooled)))
 
+    @staticmethod
+    def cat(parts: Sequence["TextFeatures"]) -> "TextFeatures":
+        """Batches joined; tokens padded (and masked) to the longest."""
+        length = max(p.tokens.shape[1] for p in parts)
+        pad = lambda t, value: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1]), value=value)  # noqa: E731
+        return TextFeatures(torch.cat([pad(p.tokens, 0.0) for p in parts]), torch.cat([pad(p.mask, False) for p in parts]),
+                            torch.cat([p.pooled for p in parts]))
+
     def detach(self) -> "TextFeatures":
         return TextFeatures(self.tokens.detach(), self.mask, self.pooled.detach())
 

@@ -1,0 +1,139 @@
+"""What makes images follow the words: the word-reading discriminator, the contrastive terms, the
+choice of mismatched captions, text at the generator's seed and attention at 4x4."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from lightning_modules.components.discriminators import Discriminator
+from lightning_modules.components.fusion import CrossAttentionFusion
+from lightning_modules.components.generators import Generator
+from lightning_modules.components.negatives import caption_groups, mismatch_indices
+from lightning_modules.components.text_encoders import TextFeatures
+from lightning_modules.losses import contrastive_loss
+
+
+def _text(batch=4, length=6, dim=12, seed=0) -> TextFeatures:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[:, 4:] = False
+    return TextFeatures(torch.randn(batch, length, dim, generator=g), mask, torch.randn(batch, dim, generator=g))
+
+
+def _discriminator() -> Discriminator:
+    torch.manual_seed(0)
+    return Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16)
+
+
+def test_word_matcher_reads_each_word_and_ignores_padding():
+    d = _discriminator().eval()
+    images, text = torch.randn(4, 3, 32, 32), _text()
+    logits, _, sim = d.judge(d.features(images), text.pooled, text.tokens, text.mask)
+    assert sim.shape == (4, 4) and (sim.abs() <= 1 + 1e-5).all()
+    # changing one real word changes the scores; changing a padding token does not
+    word, pad = text.tokens.clone(), text.tokens.clone()
+    word[:, 1] += 3.0
+    pad[:, 5] += 3.0
+    with torch.no_grad():
+        assert not torch.allclose(d.judge(d.features(images), text.pooled, word, text.mask)[0], logits)
+        torch.testing.assert_close(d.judge(d.features(images), text.pooled, pad, text.mask)[0], logits)
+    # the logit of pair (i, i) includes the matcher's diagonal; the mismatched logit its (i, m[i]) entry
+    m = torch.tensor([1, 2, 3, 0])
+    real, wrong, sim2 = d.judge(d.features(images), text.pooled, text.tokens, text.mask, m)
+    feats = d.features(images)
+    torch.testing.assert_close(real - d.head(feats, text.pooled), d.match_gain * sim2.diagonal())
+    torch.testing.assert_close(wrong - d.head(feats, text.pooled[m]), d.match_gain * sim2[torch.arange(4), m])
+
+
+def test_matcher_knows_where_a_region_is():
+    """Region vectors carry a position: the same feature at two places reads differently."""
+    d = _discriminator()
+    f = torch.zeros(1, d.matcher.region_proj.in_channels, 4, 4)
+    a, b = f.clone(), f.clone()
+    a[..., 0, 0], b[..., 3, 3] = 1.0, 1.0
+    text = _text(batch=1)
+    sim_a = d.matcher.similarity(d.matcher.regions(a), d.matcher.words(text.tokens, text.mask))
+    sim_b = d.matcher.similarity(d.matcher.regions(b), d.matcher.words(text.tokens, text.mask))
+    assert not torch.allclose(sim_a, sim_b)
+
+
+def test_contrastive_loss_leaves_out_equivalent_captions():
+    sim = torch.tensor([[0.9, 0.9, -0.5], [0.9, 0.9, -0.5], [-0.5, -0.5, 0.9]])
+    distinct = contrastive_loss(sim, torch.tensor([0, 1, 2]), temperature=0.1)
+    grouped = contrastive_loss(sim, torch.tensor([0, 0, 1]), temperature=0.1)
+    assert grouped < 0.01 < distinct  # images 0 and 1 show the same scene: not negatives of each other
+    # and it pulls the right way: raising a matching pair's similarity lowers the loss
+    better = sim.clone()
+    better[2, 2] = 1.0
+    assert contrastive_loss(better, torch.tensor([0, 1, 2]), 0.1) < distinct
+
+
+def test_groups_follow_scenes_not_wording():
+    attributes = torch.tensor([[[0, 1, 0, 4]], [[0, 1, 0, 4]], [[2, 1, 0, 4]]])
+    groups = caption_groups({"attributes": attributes, "caption": ["a red circle", "a red disc", "a red square"]}, 3)
+    assert groups[0] == groups[1] != groups[2]
+    text_groups = caption_groups({"caption": ["A red  circle", "a red circle", "a red square"]}, 3)
+    assert text_groups[0] == text_groups[1] != text_groups[2]
+
+
+def test_mismatched_captions_are_really_mismatched():
+    groups = torch.tensor([0, 0, 1, 2, 2, 3])
+    pooled = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    pooled[3] = pooled[0] + 0.01  # sample 3 is (almost) sample 0's caption, but another scene
+    assert torch.equal(mismatch_indices("roll", groups, pooled), torch.tensor([5, 0, 1, 2, 3, 4]))  # DF-GAN's
+    for mode in ("random", "hard"):
+        m = mismatch_indices(mode, groups, pooled, torch.Generator().manual_seed(1))
+        assert (groups[m] != groups).all(), mode
+    assert mismatch_indices("hard", groups, pooled)[0] == 3  # the most similar caption of another scene
+    one_scene = mismatch_indices("hard", torch.zeros(3, dtype=torch.long), pooled[:3])
+    assert torch.equal(one_scene, torch.tensor([2, 0, 1]))  # nothing else to pick: the neighbour
+
+
+def test_text_at_the_seed_and_attention_at_4x4():
+    fusion = partial(CrossAttentionFusion, cond_dim=16, hidden=16, text_at_input=True, attention_resolutions=[4, 8],
+                     heads=2, dim_head=8)
+    torch.manual_seed(0)
+    g = Generator(image_size=32, z_dim=8, text_dim=12, token_dim=12, fusion=fusion, base_channels=4).eval()
+    assert g.seed.in_features == 8 + 16 and g.seed_attention is not None
+    with torch.no_grad():
+        z = torch.randn(4, 8)
+        seed_a = g.seed(g.fusion.input(z, g.fusion.condition(z, _text(seed=0))))
+        seed_b = g.seed(g.fusion.input(z, g.fusion.condition(z, _text(seed=1))))
+    assert not torch.allclose(seed_a, seed_b)  # the 4x4 layout depends on the words
+    assert g(z, _text()).shape == (4, 3, 32, 32)
+
+
+def test_counterfactual_captions_are_wrong_in_exactly_one_attribute():
+    import numpy as np
+
+    from datamodules.shapes import ShapesDataset
+
+    for objects in (1, 2):
+        data = ShapesDataset(split="train", length=200, min_objects=objects, max_objects=objects, negatives=True)
+        changed = set()
+        for i in range(200):
+            item = data[i]
+            diff = item["attributes"] != item["negative_attributes"]
+            assert int(diff.sum()) == 1, (item["caption"], item["negative_caption"])
+            changed.add(int(diff.nonzero()[0, 1]))
+            cells = item["negative_attributes"][:, 3]
+            assert len(set(cells.tolist())) == objects  # a moved object never lands on another
+        assert changed == {0, 1, 2, 3}  # shape, colour, size and position all get changed
+    # the sample itself is the same with or without its negative
+    plain, with_negative = (ShapesDataset(split="train", length=5, max_objects=2, negatives=n)[3] for n in (False, True))
+    assert "negative_caption" not in plain and plain["caption"] == with_negative["caption"]
+    assert np.array_equal(plain["image"], with_negative["image"])
+
+
+def test_extra_negatives_join_the_contrastive_terms():
+    sim = torch.tensor([[0.9, -0.5, 0.8], [-0.5, 0.9, -0.5]])  # image 0 nearly matches the extra caption 2
+    groups = torch.tensor([0, 1, 2])
+    with_negative = contrastive_loss(sim, groups, 0.1)
+    without = contrastive_loss(sim[:, :2], groups[:2], 0.1)
+    assert with_negative > without + 0.1
+    # an extra caption equivalent to image 0's own is not a negative of it
+    assert torch.isclose(contrastive_loss(sim, torch.tensor([0, 1, 0]), 0.1), without)
+    cat = TextFeatures.cat([_text(batch=2, length=3), _text(batch=2, length=6)])
+    assert cat.tokens.shape == (4, 6, 12) and not cat.mask[:2, 3:].any()
