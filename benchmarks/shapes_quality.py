@@ -9,7 +9,12 @@ With ``--minutes M`` the run trains for M minutes of wall-clock time (``trainer.
 limit): compare configurations at an equal budget. With ``--final-eval N`` the run's
 ``last.ckpt`` is scored by ``evaluate.py`` (caption accuracy, N samples of the test split).
 
-Usage: ``python benchmarks/shapes_quality.py [--out FILE] [--minutes M] [--final-eval N] [train.py overrides ...]``
+With ``--run-dir DIR`` the run folder is kept there (samples, checkpoints, logs) instead of a
+temporary folder; with ``--from-run DIR`` nothing is trained: the report is made from a finished run
+folder (e.g. one of ``python train.py``).
+
+Usage: ``python benchmarks/shapes_quality.py [--out FILE] [--minutes M] [--final-eval N] [--run-dir DIR]
+[--from-run DIR] [train.py overrides ...]``
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
     parser.add_argument("--final-eval", type=int, default=0, help="score last.ckpt with evaluate.py on N test samples")
+    parser.add_argument("--run-dir", type=Path, default=None, help="keep the run folder here")
+    parser.add_argument("--from-run", type=Path, default=None, help="report on this finished run folder")
     args, overrides = parser.parse_known_args()
     budget = []
     if args.minutes:
@@ -59,14 +66,17 @@ def main() -> None:
                                           f"{seconds % 60:02d}"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
+        run = args.from_run or args.run_dir or Path(tmp) / "run"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-        t0 = time.perf_counter()
-        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *budget, f"hydra.run.dir={run}",
-                                 "callbacks.progress_bar=null"], env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if result.returncode != 0:
-            sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
+        wall = None
+        if args.from_run is None:
+            t0 = time.perf_counter()
+            result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *budget,
+                                     f"hydra.run.dir={run}", "callbacks.progress_bar=null"],
+                                    env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if result.returncode != 0:
+                sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
         final_eval = None
         if args.final_eval:
             ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={run}/checkpoints/last.ckpt",
@@ -89,6 +99,7 @@ def main() -> None:
         "benchmark": "shapes_quality",
         "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions) vs training images seen",
         "overrides": overrides,
+        "run": str(args.from_run) if args.from_run else None,
         "budget_minutes": args.minutes,
         "config": {k: cfg[k] for k in ("data", "model", "trainer") if k in cfg},
         "machine": report_json.machine(),

@@ -132,8 +132,8 @@ def test_extra_negatives_join_the_contrastive_terms():
     groups = torch.tensor([0, 1, 2])
     with_negative = contrastive_loss(sim, groups, 0.1)
     without = contrastive_loss(sim[:, :2], groups[:2], 0.1)
-    assert with_negative > without + 0.1
+    assert with_negative > without + 0.05
     # an extra caption equivalent to image 0's own is not a negative of it
-    assert torch.isclose(contrastive_loss(sim, torch.tensor([0, 1, 0]), 0.1), without)
+    assert torch.isclose(contrastive_loss(sim, torch.tensor([0, 1, 0]), 0.1), without, atol=1e-5)
     cat = TextFeatures.cat([_text(batch=2, length=3), _text(batch=2, length=6)])
     assert cat.tokens.shape == (4, 6, 12) and not cat.mask[:2, 3:].any()
