@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 
 from lightning_modules.components.discriminators import Discriminator
@@ -22,20 +23,22 @@ def _text(batch=4, length=6, dim=12, seed=0) -> TextFeatures:
     return TextFeatures(torch.randn(batch, length, dim, generator=g), mask, torch.randn(batch, dim, generator=g))
 
 
-def _discriminator() -> Discriminator:
+def _discriminator(aggregate: str = "softmin") -> Discriminator:
     torch.manual_seed(0)
-    return Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16)
+    return Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                         match_aggregate=aggregate)
 
 
-def test_word_matcher_reads_each_word_and_ignores_padding():
-    d = _discriminator().eval()
+@pytest.mark.parametrize("aggregate", ["softmin", "mean", "weighted"])
+def test_word_matcher_reads_each_word_and_ignores_padding(aggregate):
+    d = _discriminator(aggregate).eval()
     images, text = torch.randn(4, 3, 32, 32), _text()
     logits, _, sim = d.judge(d.features(images), text.pooled, text.tokens, text.mask)
     assert sim.shape == (4, 4) and (sim.abs() <= 1 + 1e-5).all()
     # changing one real word changes the scores; changing a padding token does not
     word, pad = text.tokens.clone(), text.tokens.clone()
-    word[:, 1] += 3.0
-    pad[:, 5] += 3.0
+    word[:, 1] += 3.0 * torch.randn(12)
+    pad[:, 5] += 3.0 * torch.randn(12)
     with torch.no_grad():
         assert not torch.allclose(d.judge(d.features(images), text.pooled, word, text.mask)[0], logits)
         torch.testing.assert_close(d.judge(d.features(images), text.pooled, pad, text.mask)[0], logits)
@@ -45,6 +48,23 @@ def test_word_matcher_reads_each_word_and_ignores_padding():
     feats = d.features(images)
     torch.testing.assert_close(real - d.head(feats, text.pooled), d.match_gain * sim2.diagonal())
     torch.testing.assert_close(wrong - d.head(feats, text.pooled[m]), d.match_gain * sim2[torch.arange(4), m])
+
+
+def test_softmin_lets_the_worst_word_decide():
+    """One word that matches nothing sinks the caption's score under softmin, far less under the mean."""
+    scores = {}
+    for aggregate in ("softmin", "mean"):
+        m = _discriminator(aggregate).matcher
+        regions = torch.zeros(1, 16, 16)
+        regions[0, 0, :8] = 1.0  # one region, aligned with words pointing at its direction
+        good, bad = torch.zeros(1, 4, 16), torch.zeros(1, 4, 16)
+        good[..., :8] = 1.0
+        bad[..., :8] = 1.0
+        bad[0, 2, :8], bad[0, 2, 8:] = 0.0, 1.0  # word 2 points where no region is
+        weight = torch.full((1, 4), 0.25)
+        scores[aggregate] = [float(m.similarity(regions, (w, weight))) for w in (good, bad)]
+    assert scores["softmin"][0] == pytest.approx(1.0, abs=1e-4) and scores["mean"][0] == pytest.approx(1.0, abs=1e-4)
+    assert scores["softmin"][1] < 0.5 < scores["mean"][1]
 
 
 def test_matcher_knows_where_a_region_is():
