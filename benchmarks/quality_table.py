@@ -20,14 +20,14 @@ def row(label: str, seed: str, batches: str, values: list[float]) -> str:
 def main(args: list[str]) -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for arg in args:
-        label, _, path = arg.partition("=")
+        label, _, path = arg.rpartition("=")  # the label may hold "=" (a config override)
         groups[label].append(json.loads(open(path).read()))
     print("| configuration | seed | batches | caption (all right) | colour | size | shape | position |")
     print("|---|---|---|---|---|---|---|---|")
     for label, reports in groups.items():
         finals = [r["final"] for r in reports]
         for r, final in zip(reports, finals):
-            seed = str(r["config"].get("model", {}).get("seed", "?"))
+            seed = next((o.split("=", 1)[1] for o in r["overrides"] if o.startswith("seed=")), "0")  # train.yaml: 0
             print(row(label, seed, str(r["batches_trained"]), [f"{final[k]:.3f}" for k in KEYS]))
         if len(reports) > 1:
             cells = []
