@@ -230,11 +230,7 @@ class TextToImageGAN(L.LightningModule):
     def _fixed_length(self, text: TextFeatures) -> TextFeatures:
         """Compiled networks see one token length (``encoder.max_length``, padding masked), not the
         longest caption of each batch: no recompilation, and no dynamic-shape kernels."""
-        pad = int(getattr(self.encoder, "max_length", text.tokens.shape[1])) - text.tokens.shape[1]
-        if pad <= 0:
-            return text
-        tokens = torch.nn.functional.pad(text.tokens, (0, 0, 0, pad))
-        return TextFeatures(tokens, torch.nn.functional.pad(text.mask, (0, pad), value=False), text.pooled)
+        return text.padded(int(getattr(self.encoder, "max_length", text.tokens.shape[1])))
 
     def d_input(self, images: torch.Tensor, purpose: int, critic: int = 0) -> torch.Tensor:
         """What D sees: the images through the differentiable augmentation, when one is configured."""

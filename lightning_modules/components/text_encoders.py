@@ -42,13 +42,20 @@ class TextFeatures:
         """Mismatched captions: each image gets the caption of its neighbour in the batch."""
         return TextFeatures(*(t.roll(shifts, dims=0) for t in (self.tokens, self.mask, self.pooled)))
 
+    def padded(self, length: int) -> "TextFeatures":
+        """Tokens padded (zeros, masked out) to ``length``; unchanged when already that long."""
+        pad = length - self.tokens.shape[1]
+        if pad <= 0:
+            return self
+        return TextFeatures(torch.nn.functional.pad(self.tokens, (0, 0, 0, pad)),
+                            torch.nn.functional.pad(self.mask, (0, pad), value=False), self.pooled)
+
     @staticmethod
     def cat(parts: Sequence["TextFeatures"]) -> "TextFeatures":
         """Batches joined; tokens padded (and masked) to the longest."""
         length = max(p.tokens.shape[1] for p in parts)
-        pad = lambda t, value: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1]), value=value)  # noqa: E731
-        return TextFeatures(torch.cat([pad(p.tokens, 0.0) for p in parts]), torch.cat([pad(p.mask, False) for p in parts]),
-                            torch.cat([p.pooled for p in parts]))
+        parts = [p.padded(length) for p in parts]
+        return TextFeatures(*(torch.cat([getattr(p, k) for p in parts]) for k in ("tokens", "mask", "pooled")))
 
     def detach(self) -> "TextFeatures":
         return TextFeatures(self.tokens.detach(), self.mask, self.pooled.detach())
