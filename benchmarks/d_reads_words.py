@@ -38,7 +38,7 @@ def changed(scene, attribute: str, rng: np.random.Generator):
 @torch.no_grad()
 def main() -> None:
     from datamodules.shapes import ATTRIBUTES, ShapesDataset, caption
-    from lightning_modules.generation import load_module
+    from lightning_modules.loading import load_module
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")

@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report as report_json  # noqa: E402 - benchmarks/report.py
+
 sys.path.insert(0, str(ROOT))
 
 SUBJECTS = ["a black dog", "a little girl", "two men", "a woman in a red coat", "a brown horse", "a group of kids",
@@ -70,7 +71,8 @@ def run(data_root: Path, cache_dir: Path, cache_text: bool, args, extra: list[st
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from lightning_modules.training import build, build_module, build_trainer
+    from lightning_modules.loading import build, build_module
+    from lightning_modules.training import build_trainer
 
     GlobalHydra.instance().clear()
     overrides = ["data=folder", f"data.root={data_root}", f"data.image_size={args.image_size}",

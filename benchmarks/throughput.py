@@ -50,7 +50,8 @@ def measure(overrides: list[str], batches: int, warmup: int, workdir: Path) -> d
     from omegaconf import open_dict
 
     sys.path.insert(0, str(ROOT))
-    from lightning_modules.training import build, build_module, build_trainer
+    from lightning_modules.loading import build, build_module
+    from lightning_modules.training import build_trainer
 
     fixed = ["logger=none", "callbacks=none", "trainer.max_steps=-1", "trainer.limit_val_batches=0",
              "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000000",

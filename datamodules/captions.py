@@ -37,13 +37,11 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import ResumableSampler, batches_trained
+from lightning_modules.errors import DataError
+from lightning_modules.files import write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "val", "test")
-
-
-class DataError(RuntimeError):
-    """A data set cannot be read: a required path is missing or nothing usable remains."""
 
 
 def missing(path: Path, key: str, where: str) -> DataError:
@@ -181,15 +179,8 @@ def find_unreadable(paths: Sequence[Path], cache_dir: Path | None, workers: int 
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
         bad = {p for p, ok in zip(paths, pool.map(_decodes, paths)) if not ok}
     if cache is not None:
-        write_atomic(cache, json.dumps({"images": len(paths), "unreadable": sorted(map(str, bad))}))
+        write_text(cache, json.dumps({"images": len(paths), "unreadable": sorted(map(str, bad))}))
     return bad
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def bbox_crop(image: Image.Image, bbox: tuple[float, float, float, float]) -> Image.Image:
@@ -435,7 +426,7 @@ class CaptionDataModule(L.LightningDataModule):
                   "captions": {k: len(d) for k, d in self.datasets.items()},
                   "skipped": self.skips.counts(), "skipped_examples": self.skips.examples}
         if self.report_dir is not None and rank_zero_only.rank == 0:
-            write_atomic(self.report_dir / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+            write_text(self.report_dir / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
 
     def _log_skips(self) -> None:
         trainer = getattr(self, "trainer", None)

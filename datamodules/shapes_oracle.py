@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules import shapes
+from lightning_modules.files import atomic_write
 
 CELLS = len(shapes.POSITIONS)
 HEADS = {"present": 2, "shape": len(shapes.SHAPES), "color": len(shapes.COLOR_NAMES), "size": len(shapes.SIZES)}
@@ -130,11 +131,9 @@ def load_or_train(cache_dir: Path | str, log=print, **train_kwargs) -> ShapesOra
             log(f"shapes oracle: {path} unreadable ({err}); retraining")
     log(f"shapes oracle: training for this renderer -> {path}")
     model = train_oracle(log=log, **train_kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"renderer": renderer_digest(), "train": json.dumps(train_kwargs)})
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"renderer": renderer_digest(), "train": json.dumps(train_kwargs)})
     return model
 
 

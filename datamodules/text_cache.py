@@ -26,13 +26,11 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_modules.errors import TextCacheError
+
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
 FILES = ("tokens", "mask", "pooled")
-
-
-class TextCacheError(RuntimeError):
-    """The cache could not be built or read."""
 
 
 def cache_key(encoder, captions: Sequence[str], dtype: str) -> str:

@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_modules.files import write_text
+
 
 def weights_digest(module: torch.nn.Module) -> bytes:
     """SHA-256 of every parameter and buffer, in state-dict order: equal iff bitwise equal."""
@@ -263,7 +265,7 @@ class SampleMetrics(L.Callback):
             tmp.replace(folder / "best.ckpt")
             info = {"metric": self.primary, "mode": self.mode, "value": value, "batches": int(pl_module.batches_seen),
                     "global_step": trainer.global_step}
-            (folder / "best.json").write_text(json.dumps(info, indent=2))
+            write_text(folder / "best.json", json.dumps(info, indent=2))
 
     def state_dict(self) -> dict:
         return {"best": self.best, "validations": self.validations}

@@ -7,23 +7,16 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+from lightning_modules.errors import UserError
 
 
 def run_or_exit(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task(cfg)``. Bad input (config, data, checkpoints, prompts, encoder files) is printed as
-    one ``gan-ga: ...`` line naming the key or path, exit status 2; a diverged training, status 3.
-    Anything else is a bug and keeps its traceback."""
-    from lightning_modules.export import ExportError
-    from lightning_modules.generation import GenerationError
-    from lightning_modules.text_to_image_gan import DivergenceError
-    from lightning_modules.training import USER_ERRORS
-
+    """Run ``task(cfg)``. An expected failure (:class:`~lightning_modules.errors.UserError`: config,
+    data, checkpoints, prompts, encoder files; a diverged training) is printed as one ``gan-ga: ...``
+    line naming the key or path, with its exit status (2; 3 for a diverged training). Anything else
+    is a bug and keeps its traceback."""
     try:
         return task(cfg)
-    except (*USER_ERRORS, GenerationError, ExportError) as err:
+    except UserError as err:
         print(f"gan-ga: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    except DivergenceError as err:
-        print(f"gan-ga: {err}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        sys.exit(err.exit_code)

@@ -15,14 +15,11 @@ from datamodules.text_cache import DTYPES
 from lightning_modules.components.augment import POLICIES
 from lightning_modules.components.generators import IMAGE_SIZES
 from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODES
+from lightning_modules.errors import ConfigError
 from lightning_modules.losses import LOSSES
 
 CACHE_DTYPES = tuple(DTYPES)
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names every such key."""
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:

@@ -18,9 +18,19 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.generation import GenerationError, load_module
-from lightning_modules.metrics import (MetricsError, fid, file_sha256, inception_features, inception_score, kid,
-                                      load_inception, load_real_features, store_real_features)
+from lightning_modules.files import write_text
+from lightning_modules.loading import load_module
+from lightning_modules.metrics import (
+    MetricsError,
+    fid,
+    file_sha256,
+    inception_features,
+    inception_score,
+    kid,
+    load_inception,
+    load_real_features,
+    store_real_features,
+)
 from lightning_modules.sampling import sample_noise, seed_for
 
 METRICS = ("caption_accuracy", "fid", "kid", "is", "clip_score")
@@ -143,10 +153,7 @@ def evaluate(cfg: DictConfig) -> dict:
                     ("cpu" if cfg.device == "auto" else cfg.device), devices=devices,
                     strategy="ddp" if devices > 1 else "auto")
     fabric.launch()
-    try:
-        module = load_module(cfg.ckpt_path, fabric.device)
-    except GenerationError as err:
-        raise MetricsError(str(err)) from err
+    module = load_module(cfg.ckpt_path, fabric.device)
     extra = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data_cfg = {**module.run_config["data"], **{k: v for k, v in extra.items() if v is not None}}
     data_cfg.update(num_workers=0)
@@ -215,11 +222,7 @@ def evaluate(cfg: DictConfig) -> dict:
         protocol["clip"] = {"model": str(cfg.clip_model), "definition": "mean of max(100 * cos(image, caption), 0)",
                             "resize": "the CLIP processor's"}
     report = {"metrics": results, "protocol": protocol}
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "metrics.json")
+    write_text(Path(cfg.out_dir) / "metrics.json", json.dumps(report, indent=2))
     _print_table(results, protocol)
     return report
 

@@ -9,36 +9,22 @@ An export folder holds
 * ``export.json``                provenance: source checkpoint and its SHA-256, batches trained,
   file digests.
 
-Loading reads tensors with :func:`safetensors.torch.load_file` and YAML with OmegaConf: nothing is
-unpickled, so an export from elsewhere cannot run code.
+This module only writes; :func:`lightning_modules.loading.load_module` reads an export folder (and a
+checkpoint) with safetensors and YAML: nothing is unpickled, so an export from elsewhere cannot run code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-GENERATOR_FILE = "generator_ema.safetensors"
-ENCODER_FILE = "encoder.safetensors"
-CONFIG_FILE = "config.yaml"
-INFO_FILE = "export.json"
-
-
-class ExportError(ValueError):
-    """Bad export.py input or an incomplete export folder; the message names the path."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from lightning_modules.errors import ExportError
+from lightning_modules.files import atomic_write, sha256_file, write_text
+from lightning_modules.loading import CONFIG_FILE, ENCODER_FILE, GENERATOR_FILE, INFO_FILE, is_export, load_module
 
 
 def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,26 +34,23 @@ def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def export(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     """Write the EMA generator of a training checkpoint to ``out_dir`` (created; files replaced)."""
-    from lightning_modules.generation import GenerationError, load_module
-
-    try:
-        module = load_module(ckpt_path, "cpu")
-    except GenerationError as err:
-        raise ExportError(str(err)) from err
+    source = Path(ckpt_path)
+    if is_export(source) or source.is_dir():
+        raise ExportError(f"ckpt_path={str(source)!r} is a folder{' (already an export)' if is_export(source) else ''}: "
+                          "export.py reads a training checkpoint, e.g. ckpt_path=RUN/checkpoints/last.ckpt")
+    module = load_module(source, "cpu")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = {GENERATOR_FILE: _plain(module.generator_ema.state_dict())}
     if module.encoder.weights_in_checkpoint:
         files[ENCODER_FILE] = _plain(module.encoder.state_dict())
     for name, tensors in files.items():
-        tmp = out / f".{name}.tmp"
-        save_file(tensors, str(tmp), metadata={"format": "gan-ga", "part": name.split(".")[0]})
-        tmp.replace(out / name)
-    (out / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(module.run_config)))
-    info = {"format": "gan-ga export v1", "source_checkpoint": str(ckpt_path),
-            "source_sha256": _sha256(Path(ckpt_path)), "batches_trained": int(module.batches_seen),
-            "files": {name: _sha256(out / name) for name in (*files, CONFIG_FILE)}}
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2))
+        with atomic_write(out / name) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "gan-ga", "part": name.split(".")[0]})
+    write_text(out / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(module.run_config)))
+    info = {"format": "gan-ga export v1", "source_checkpoint": str(source),
+            "source_sha256": sha256_file(source), "batches_trained": int(module.batches_seen),
+            "files": {name: sha256_file(out / name) for name in (*files, CONFIG_FILE)}}
+    write_text(out / INFO_FILE, json.dumps(info, indent=2))
     return out
 
 
@@ -76,32 +59,3 @@ def export_task(cfg) -> Path:
     out = export(cfg.ckpt_path, cfg.out)
     print(f"exported the EMA generator of {cfg.ckpt_path} to {out}")
     return out
-
-
-def is_export(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / GENERATOR_FILE).is_file()
-
-
-def load_exported(folder: str | Path, device: str | torch.device = "cpu"):
-    """The module rebuilt from ``config.yaml`` with the exported weights (no unpickling)."""
-    from lightning_modules.training import build_module
-
-    folder = Path(folder)
-    missing = [name for name in (GENERATOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise ExportError(f"{folder}: not a gan-ga export folder (missing {', '.join(missing)}; "
-                          "write one with `python export.py ckpt_path=RUN/checkpoints/last.ckpt out=DIR`)")
-    try:
-        config = OmegaConf.load(folder / CONFIG_FILE)
-        weights = load_file(str(folder / GENERATOR_FILE))
-        encoder = load_file(str(folder / ENCODER_FILE)) if (folder / ENCODER_FILE).is_file() else None
-    except Exception as err:  # noqa: BLE001 - truncated or foreign files
-        raise ExportError(f"{folder}: damaged export ({type(err).__name__}: {err})") from err
-    module = build_module(config)
-    module.generator_ema.load_state_dict(weights)
-    module.generator.load_state_dict(weights)  # the exported average is the generator from now on
-    if encoder is not None:
-        module.encoder.load_state_dict(encoder)
-    elif module.encoder.weights_in_checkpoint:
-        raise ExportError(f"{folder}: the encoder was trained but {ENCODER_FILE} is missing")
-    return module.to(device).eval()

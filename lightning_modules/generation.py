@@ -9,47 +9,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
+from lightning_modules.errors import GenerationError
+from lightning_modules.loading import load_module
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, side_by_side, to_uint8
-from lightning_modules.text_to_image_gan import TextToImageGAN, restore_encoder_weights
-
-
-class GenerationError(ValueError):
-    """Bad generate.py input: the message names the key and the fix."""
-
-
-def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
-    """Rebuild the module from the config saved in a gan-ga checkpoint and load its weights.
-
-    ``ckpt_path`` is a training checkpoint, read with ``weights_only=True`` (tensors and plain data
-    only, no code is unpickled), or a folder written by ``export.py`` (safetensors + YAML).
-    """
-    from lightning_modules.export import ExportError, load_exported
-    from lightning_modules.training import build_module
-
-    path = Path(ckpt_path)
-    if path.is_dir():
-        try:
-            return load_exported(path, device)
-        except ExportError as err:
-            raise GenerationError(f"ckpt_path={str(path)!r}: {err}") from err
-    if not path.is_file():
-        raise GenerationError(f"ckpt_path={str(path)!r}: no such file or export folder "
-                              "(a run writes RUN/checkpoints/last.ckpt; export.py writes a folder)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign files
-        raise GenerationError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {err})") from err
-    meta = checkpoint.get("gan_ga") if isinstance(checkpoint, dict) else None
-    if not meta or not meta.get("config"):
-        raise GenerationError(f"ckpt_path={str(path)!r}: not a gan-ga checkpoint (it holds no 'gan_ga' config)")
-    module = build_module(OmegaConf.create(meta["config"]))
-    state = checkpoint["state_dict"]
-    restore_encoder_weights(module, state)
-    module.load_state_dict(state)
-    return module.to(device).eval()
 
 
 def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None, max_tokens: int | None = None) -> list[str]:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
+from lightning_modules.errors import MetricsError
+from lightning_modules.files import atomic_write
+
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FEATURES = ("2048", "logits_unbiased")
-
-
-class MetricsError(ValueError):
-    """A metric cannot run as configured; the message names the key and the fix."""
 
 
 def file_sha256(path: Path | str) -> str:
@@ -80,10 +79,8 @@ def store_real_features(features: torch.Tensor, key: dict, cache_dir: str | Path
     if not cache_dir:
         return
     path = _real_features_path(key, cache_dir, weights)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(features, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save(features, tmp)
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_modules.files import atomic_write
+
 
 def seed_for(*parts: int) -> int:
     """A 63-bit seed from integers (run seed, rank, batch, purpose): independent streams, no state."""
@@ -61,9 +63,6 @@ def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write through a temporary name, so a crash never leaves half a PNG under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    with atomic_write(path, fsync=False) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)

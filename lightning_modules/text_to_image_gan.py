@@ -39,8 +39,13 @@ from torch import nn
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, caption_groups, mismatch_indices
 from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
-from lightning_modules.losses import (contrastive_loss, discriminator_loss, generator_loss,
-                                     matching_aware_gradient_penalty)
+from lightning_modules.errors import DivergenceError
+from lightning_modules.losses import (
+    contrastive_loss,
+    discriminator_loss,
+    generator_loss,
+    matching_aware_gradient_penalty,
+)
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
 from lightning_modules.strategies import average_gradients
 
@@ -521,11 +526,6 @@ class TextToImageGAN(L.LightningModule):
         restore_encoder_weights(self, checkpoint["state_dict"])
         if (checkpoint.get("gan_ga") or {}).get("rng"):
             restore_rng_states(checkpoint["gan_ga"]["rng"])
-
-
-class DivergenceError(RuntimeError):
-    """Training stopped after too many non-finite updates in a row; the message names the last good
-    checkpoint and the likely causes."""
 
 
 def rng_states() -> dict:

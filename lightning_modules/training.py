@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,60 +9,28 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.captions import DataError
-from datamodules.text_cache import TextCacheError
-from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
-from lightning_modules.components.text_encoders import EncoderLoadError
-from lightning_modules.config_checks import ConfigError, validate
+from lightning_modules.checkpointing import AtomicCheckpointIO, resolve_resume
+from lightning_modules.config_checks import validate
+from lightning_modules.loading import build, build_module
 from lightning_modules.strategies import GANDDPStrategy  # noqa: F401 - registers ddp_gan / ddp_gan_spawn
-from lightning_modules.metrics import MetricsError
-from lightning_modules.text_to_image_gan import TextToImageGAN
-
-# Errors about the user's input (config, data, encoder files, checkpoints): train.py prints them as
-# one line, exit code 2. A diverged run (DivergenceError) exits with code 3.
-USER_ERRORS = (ConfigError, DataError, TextCacheError, EncoderLoadError, MetricsError, CheckpointError)
-
-
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate``, with a constructor's own error (which names the key) raised as it is, not
-    wrapped in Hydra's InstantiationException."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, USER_ERRORS):
-            raise cause from None
-        if isinstance(cause, ValueError):
-            raise ConfigError(str(cause)) from cause
-        raise
-
-
-def build_module(cfg: DictConfig) -> TextToImageGAN:
-    encoder = build(cfg.encoder)
-    module = build(cfg.model, encoder=encoder, fusion=build(cfg.fusion))
-    module.run_config = resolved_config(cfg)
-    return module
-
-
-def resolved_config(cfg: DictConfig) -> dict:
-    """The run's config as plain data, interpolations resolved, Hydra's own node left out."""
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
 
 
 def _device_count(devices: Any, accelerator: str) -> int:
+    """How many devices Lightning will use: a list, a positive count, or ``auto``/``-1`` -> every
+    visible GPU when the run is on GPUs, else 1 (Lightning's CPU accelerator runs one process for
+    ``devices=auto``; more CPU processes need an explicit ``devices=N``)."""
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
     if isinstance(devices, int) and devices > 0:
         return devices
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return 1 if devices in (None, "auto", -1) and accelerator == "cpu" else int(os.cpu_count() or 1)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.cuda.device_count() if on_gpu and torch.cuda.is_available() else 1
 
 
 def resolve_strategy(trainer_cfg: DictConfig) -> str | Any:

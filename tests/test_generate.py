@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_script
 from PIL import Image
 
-from conftest import run_script
-from lightning_modules.generation import GenerationError, load_module, read_prompts
+from lightning_modules.errors import GenerationError
+from lightning_modules.generation import read_prompts
+from lightning_modules.loading import load_module
 
 
 def test_generate_writes_one_png_per_prompt_and_a_grid(trained_run, tmp_path):

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, ROOT, compose_train, run_script
 from PIL import Image
 
-from conftest import FAST, ROOT, compose_train, run_script
 from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.text_to_image_gan import DivergenceError
@@ -182,8 +182,7 @@ def test_export_writes_safetensors_and_generate_reads_it_without_unpickling(trai
     assert {p.name for p in out.iterdir()} == {"generator_ema.safetensors", "encoder.safetensors", "config.yaml",
                                                "export.json"}
 
-    from lightning_modules.export import load_exported
-    from lightning_modules.generation import load_module
+    from lightning_modules.loading import load_exported, load_module
 
     def no_pickle(*args, **kwargs):
         raise AssertionError("torch.load called while loading an export")

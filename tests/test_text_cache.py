@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pickle
 
+import caption_layouts as layouts
 import lightning as L
 import pytest
 import torch
-
-import caption_layouts as layouts
 from conftest import compose_train
+
 from datamodules.text_cache import CachedText, cache_key, load_or_build
 from lightning_modules.components.text_encoders import HFTextEncoder
-from lightning_modules.training import build, build_module, build_trainer
+from lightning_modules.loading import build, build_module
+from lightning_modules.training import build_trainer
 
 CAPTIONS = ["a dog runs", "two children play in the sand near the blue water", "a man rides a bike", "x",
             "Un café près de la mer"]

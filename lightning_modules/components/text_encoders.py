@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lightning_modules.errors import EncoderLoadError
+
 POOLING_MODES = ("mean", "cls", "last", "pooler")
 TRAIN_MODES = ("frozen", "finetune_last_n", "lora")
 
@@ -73,10 +75,6 @@ def position_limit(config: dict) -> int | None:
         if isinstance(config.get(key), int):
             return config[key]
     return None
-
-
-class EncoderLoadError(RuntimeError):
-    """A text encoder's weights or tokenizer could not be found."""
 
 
 def resolve_pretrained(name_or_path: str) -> str:

@@ -1,0 +1,123 @@
+"""Config -> objects, and the one loader of trained models.
+
+* :func:`build` / :func:`build_module`: a Hydra node -> its object, the run config -> the
+  LightningModule (encoder, fusion and model built together).
+* :func:`load_module`: a training checkpoint *or* an export folder -> the module, in eval mode. Every
+  entry point that reads a trained model (``generate.py``, ``evaluate.py``, ``export.py``, the
+  benchmarks) goes through it. A checkpoint is read with ``weights_only=True`` and an export with
+  safetensors + YAML: nothing is unpickled, so a file from elsewhere cannot run code.
+* :func:`restore_encoder_weights`: checkpoints leave out a frozen pretrained encoder; its weights
+  come from ``encoder.pretrained`` as during training.
+
+``export.py`` writes the folders read here (the file names below are the format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.errors import ConfigError, ExportError, GenerationError, UserError
+
+if TYPE_CHECKING:
+    from lightning_modules.text_to_image_gan import TextToImageGAN
+
+# An export folder (written by lightning_modules/export.py)
+GENERATOR_FILE = "generator_ema.safetensors"
+ENCODER_FILE = "encoder.safetensors"
+CONFIG_FILE = "config.yaml"
+INFO_FILE = "export.json"
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate``, with a constructor's own error (which names the key) raised as it is, not
+    wrapped in Hydra's InstantiationException; a constructor's ValueError becomes a ConfigError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from cause
+        raise
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config as plain data, interpolations resolved, Hydra's own node left out."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
+
+
+def build_module(cfg: DictConfig) -> TextToImageGAN:
+    """The LightningModule of a run config (``encoder``, ``fusion`` and ``model`` groups)."""
+    encoder = build(cfg.encoder)
+    module = build(cfg.model, encoder=encoder, fusion=build(cfg.fusion))
+    module.run_config = resolved_config(cfg)
+    return module
+
+
+def restore_encoder_weights(module: TextToImageGAN, state_dict: dict) -> None:
+    """Checkpoints omit a frozen pretrained encoder; fill its weights from the loaded encoder."""
+    if not any(k.startswith("encoder.") for k in state_dict):
+        state_dict.update({f"encoder.{k}": v for k, v in module.encoder.state_dict().items()})
+
+
+def is_export(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / GENERATOR_FILE).is_file()
+
+
+def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
+    """A training checkpoint (``RUN/checkpoints/last.ckpt``) or an export folder -> the module on
+    ``device`` in eval mode. Raises :class:`GenerationError` naming ``ckpt_path`` and the fix."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        try:
+            return load_exported(path, device)
+        except ExportError as err:
+            raise GenerationError(f"ckpt_path={str(path)!r}: {err}") from err
+    if not path.is_file():
+        raise GenerationError(f"ckpt_path={str(path)!r}: no such file or export folder "
+                              "(a run writes RUN/checkpoints/last.ckpt; export.py writes a folder)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated or foreign files
+        raise GenerationError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    meta = checkpoint.get("gan_ga") if isinstance(checkpoint, dict) else None
+    if not meta or not meta.get("config"):
+        raise GenerationError(f"ckpt_path={str(path)!r}: not a gan-ga checkpoint (it holds no 'gan_ga' config)")
+    module = build_module(OmegaConf.create(meta["config"]))
+    state = checkpoint["state_dict"]
+    restore_encoder_weights(module, state)
+    module.load_state_dict(state)
+    return module.to(device).eval()
+
+
+def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
+    """The module rebuilt from an export folder's ``config.yaml`` with its safetensors weights."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    missing = [name for name in (GENERATOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ExportError(f"{folder}: not a gan-ga export folder (missing {', '.join(missing)}; "
+                          "write one with `python export.py ckpt_path=RUN/checkpoints/last.ckpt out=DIR`)")
+    try:
+        config = OmegaConf.load(folder / CONFIG_FILE)
+        weights = load_file(str(folder / GENERATOR_FILE))
+        encoder = load_file(str(folder / ENCODER_FILE)) if (folder / ENCODER_FILE).is_file() else None
+    except Exception as err:  # noqa: BLE001 - truncated or foreign files
+        raise ExportError(f"{folder}: damaged export ({type(err).__name__}: {err})") from err
+    module = build_module(config)
+    module.generator_ema.load_state_dict(weights)
+    module.generator.load_state_dict(weights)  # the exported average is the generator from now on
+    if encoder is not None:
+        module.encoder.load_state_dict(encoder)
+    elif module.encoder.weights_in_checkpoint:
+        raise ExportError(f"{folder}: the encoder was trained but {ENCODER_FILE} is missing")
+    return module.to(device).eval()

@@ -1,0 +1,125 @@
+"""The code's shape: no import cycles, one error type at the entry points, one loader."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("lightning_modules", "datamodules")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.AST, known: set[str]) -> set[str]:
+    """gan-ga modules imported anywhere in a file (function-local imports included), except under
+    ``if TYPE_CHECKING:``, which never runs."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in known:
+                found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    known = {_module_name(p) for p in files}
+    return {_module_name(p): _imports(ast.parse(p.read_text()), known) - {_module_name(p)} for p in files}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_among_the_packages_function_local_imports_included():
+    graph = import_graph()
+    assert "lightning_modules.loading" in graph and graph["lightning_modules.errors"] == set()
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_expected_error_is_a_user_error_with_its_exit_status():
+    import lightning_modules.errors as errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert len(classes) >= 10
+    for cls in classes:
+        assert issubclass(cls, errors.UserError)
+    assert errors.DivergenceError.exit_code == 3 and errors.ConfigError.exit_code == 2
+
+
+def test_the_cli_turns_any_user_error_into_one_line_and_its_exit_status(capsys):
+    from lightning_modules.cli import run_or_exit
+    from lightning_modules.errors import DataError, DivergenceError
+
+    def fail(err):
+        def task(cfg):
+            raise err
+        return task
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(fail(DataError("data.root='/nope': no such folder")), None)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "gan-ga: data.root='/nope': no such folder"
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(fail(DivergenceError("diverged")), None)
+    assert exit_info.value.code == 3
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        run_or_exit(fail(KeyError("x")), None)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from lightning_modules.files import atomic_write, sha256_file, write_text
+
+    target = write_text(tmp_path / "a" / "report.json", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+    write_text(target, "new")
+    assert target.read_text() == "new"
+    import hashlib
+    assert sha256_file(target) == hashlib.sha256(b"new").hexdigest()
