@@ -31,10 +31,9 @@ from lightning_modules.metrics import (
     load_real_features,
     store_real_features,
 )
-from lightning_modules.sampling import sample_noise, seed_for
+from lightning_modules.sampling import Noise, sample_noise, seed_for
 
 METRICS = ("caption_accuracy", "fid", "kid", "is", "clip_score")
-NOISE_EVAL = 11
 
 
 @dataclass
@@ -75,7 +74,7 @@ def generate_for(module, captions: list[str], batch_size: int, seed: int, indice
     out = []
     for start in range(0, len(captions), batch_size):
         chunk = captions[start : start + batch_size]
-        z = torch.cat([sample_noise(1, module.z_dim, seed=seed_for(seed, NOISE_EVAL, int(i)))
+        z = torch.cat([sample_noise(1, module.z_dim, seed=seed_for(seed, Noise.EVAL, int(i)))
                        for i in indices[start : start + batch_size]]).to(module.device)
         out.append(module.generate_ema(z, module.encode(chunk)).clamp(-1, 1).cpu())
     return torch.cat(out)

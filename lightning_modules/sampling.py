@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +11,20 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lightning_modules.files import atomic_write
+
+
+class Noise(IntEnum):
+    """The independent random streams of a run: ``seed_for(seed, ..., Noise.X, ...)``. The values are
+    part of every seed drawn, so they never change (a resumed run draws what it would have drawn)."""
+
+    D = 0  # the generator's noise in a D step
+    G = 1  # the generator's noise in a G step
+    VAL = 2  # fixed noise of the sample grids and validation
+    AUG_REAL = 3  # D augmentation of real images
+    AUG_FAKE = 4  # D augmentation of fakes in the D step
+    AUG_G = 5  # D augmentation of fakes in the G step
+    MISMATCH = 6  # the choice of mismatched captions
+    EVAL = 11  # evaluate.py and training metrics: noise per sample index
 
 
 def seed_for(*parts: int) -> int:

@@ -46,11 +46,8 @@ from lightning_modules.losses import (
     generator_loss,
     matching_aware_gradient_penalty,
 )
-from lightning_modules.sampling import labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
+from lightning_modules.sampling import Noise, labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
 from lightning_modules.strategies import average_gradients
-
-NOISE_D, NOISE_G, NOISE_VAL, NOISE_AUG_REAL, NOISE_AUG_FAKE, NOISE_AUG_G, NOISE_MISMATCH = range(7)  # independent random streams
-
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -159,7 +156,7 @@ class TextToImageGAN(L.LightningModule):
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped", torch.zeros(3, dtype=torch.long))  # D updates, G updates, bad batches in a row
         self._guard: dict[str, torch.Tensor] = {}
-        self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, NOISE_VAL)))
+        self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, Noise.VAL)))
         self._last_step_time: float | None = None
 
     # ------------------------------------------------------------------ setup
@@ -354,7 +351,7 @@ class TextToImageGAN(L.LightningModule):
         groups = caption_groups(batch, n, self.device, negatives=negatives is not None)
         if negatives is not None:
             return groups, torch.arange(n, 2 * n, device=self.device)
-        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, NOISE_MISMATCH))
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.MISMATCH))
         return groups, mismatch_indices(self.mismatch, groups, text.pooled, rng)
 
     def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
@@ -368,7 +365,7 @@ class TextToImageGAN(L.LightningModule):
         groups = torch.arange(n, device=self.device) if groups is None else groups
         if fake is None:
             with torch.no_grad():
-                fake = self.fast("generator")(self.noise(n, NOISE_D, critic), text)
+                fake = self.fast("generator")(self.noise(n, Noise.D, critic), text)
         fake = fake.detach()
         use_gp = self.gp_weight > 0 and self.gp_every == 1  # DF-GAN: the MA-GP inside every D step
         features, judge = ((self.discriminator.features, self.discriminator.judge) if use_gp  # double backward: eager
@@ -377,9 +374,9 @@ class TextToImageGAN(L.LightningModule):
         sentence = text.pooled.detach().requires_grad_(use_gp)
         captions = text if negatives is None else TextFeatures.cat([text, negatives])
         sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
-        real, mismatched, similarity = judge(features(self.d_input(images, NOISE_AUG_REAL, critic)), sentences,
+        real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
                                              captions.tokens, captions.mask, mismatch)
-        fake_logits = judge(features(self.d_input(fake, NOISE_AUG_FAKE, critic)), text.pooled, text.tokens, text.mask)[0]
+        fake_logits = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), text.pooled, text.tokens, text.mask)[0]
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if self.contrastive_weight > 0:
@@ -398,7 +395,7 @@ class TextToImageGAN(L.LightningModule):
         """Lazy MA-GP (``gp_every`` > 1): the penalty alone, weighted by ``gp_every``, as its own D step."""
         images = images.detach().requires_grad_(True)
         sentence = text.pooled.detach().requires_grad_(True)
-        real = self.discriminator(self.d_input(images, NOISE_AUG_REAL), sentence, text.tokens, text.mask)  # eager
+        real = self.discriminator(self.d_input(images, Noise.AUG_REAL), sentence, text.tokens, text.mask)  # eager
         gp = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight * self.gp_every,
                                              power=self.gp_power)
         norm, ok = self._step(optimizer, gp, counted=False)
@@ -411,9 +408,9 @@ class TextToImageGAN(L.LightningModule):
         own caption better than the batch's other captions and ``negatives``). D reads the text
         detached: a trainable encoder learns only through G."""
         if fake is None:
-            fake = self.fast("generator")(self.noise(len(text), NOISE_G), text)
+            fake = self.fast("generator")(self.noise(len(text), Noise.G), text)
         judged = text.detach() if negatives is None else TextFeatures.cat([text.detach(), negatives.detach()])
-        logits, _, similarity = self.fast("d_judge")(self.fast("d_features")(self.d_input(fake, NOISE_AUG_G)),
+        logits, _, similarity = self.fast("d_judge")(self.fast("d_features")(self.d_input(fake, Noise.AUG_G)),
                                                      judged.pooled, judged.tokens, judged.mask)
         loss = adversarial = generator_loss(self.loss_kind, logits)
         logs = {"g_adversarial": adversarial.detach()}
@@ -435,7 +432,7 @@ class TextToImageGAN(L.LightningModule):
         d_ok = torch.ones((), dtype=torch.bool, device=self.device)
         # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
         # then the G step back-propagates through the same images (judged by the updated D)
-        fake = self.fast("generator")(self.noise(len(text), NOISE_G), text) if self.reuse_fake else None
+        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
         with self.toggled_optimizer(opt_d):
             for critic in range(self.n_critic):
                 d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake, mismatch, groups,
@@ -480,7 +477,7 @@ class TextToImageGAN(L.LightningModule):
         mismatch = torch.arange(images.shape[0], device=self.device).roll(1)
         real, mismatched, _ = self.discriminator.judge(self.discriminator.features(images), text.pooled, text.tokens,
                                                        text.mask, mismatch)
-        z = sample_noise(images.shape[0], self.z_dim, seed=seed_for(self.seed, NOISE_VAL, batch_idx)).to(self.device)
+        z = sample_noise(images.shape[0], self.z_dim, seed=seed_for(self.seed, Noise.VAL, batch_idx)).to(self.device)
         fake = self.discriminator(self.generate_ema(z, text), text.pooled, text.tokens, text.mask)
         self.log_dict(
             {"val/d_real": real.mean(), "val/d_fake": fake.mean(), "val/d_mismatch": mismatched.mean(),
