@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lightning_modules.cli import run_or_exit
-    from lightning_modules.training import run_training
+    from lightning_modules.training import optimized_value, run_training
 
     metrics = run_or_exit(run_training, cfg)
-    return metrics.get("val/match_margin")  # what a sweeper optimises
+    return run_or_exit(lambda c: optimized_value(c, metrics), cfg)  # what a sweeper optimises
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import ResumableSampler, batches_trained
+from datamodules.text_cache import DTYPES
+from lightning_modules.checks import Problems, check
+from lightning_modules.components.augment import POLICIES
 from lightning_modules.errors import DataError
 from lightning_modules.files import write_text
 
@@ -347,6 +350,7 @@ class CaptionDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "data")
         self.name = name or self.name
         if root is None or str(root) in ("", "???"):
             raise DataError(f"data.root is not set: pass data.root=PATH (the {self.name} folder). {self.where()}")
@@ -368,6 +372,27 @@ class CaptionDataModule(L.LightningDataModule):
         self.skips = SkipCounts()
         self.layout = ""
         self.text_cache = None
+
+    @classmethod
+    def config_problems(cls, values, key: str = "data") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        p.number("batch_size", 2, integer=True)  # mismatched pairs need a second caption
+        p.number("num_workers", 0, integer=True)
+        p.number("crop_scale", 1)
+        p.number("max_caption_chars", 1, integer=True)
+        p.number("cache_batch_size", 1, integer=True)
+        p.choice("cache_dtype", DTYPES)
+        policy = values.get("augment_policy")
+        if policy is not None:
+            names = [policy] if isinstance(policy, str) else list(policy)
+            p.need(all(n in POLICIES for n in names), "augment_policy",
+                   f"a list of {list(POLICIES)}, e.g. data.augment_policy=[translation,cutout]; [] turns it off")
+        fractions = values.get("split_fractions")
+        if fractions is not None:
+            ok = all(isinstance(v, (int, float)) and 0 <= v < 1 for v in fractions.values()) and sum(fractions.values()) < 1
+            p.need(ok, "split_fractions", "val and test fractions in [0, 1) that sum to less than 1 (train gets the rest)")
+        return p
 
     # -- what a subclass provides
     @classmethod
@@ -408,12 +433,16 @@ class CaptionDataModule(L.LightningDataModule):
         offset = 0
         for split in SPLIT_NAMES:
             train = split == "train"
-            self.datasets[split] = CaptionedImageDataset(
-                splits[split], image_size=self.image_size, train=train, random_crop=self.random_crop,
+            self.datasets[split] = self.make_dataset(
+                split, splits[split], image_size=self.image_size, train=train, random_crop=self.random_crop,
                 crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset, seed=self.seed)
             offset += len(self.datasets[split])
         self.skips = skips
         self._report()
+
+    def make_dataset(self, split: str, records: list[ImageCaptions], **kwargs) -> CaptionedImageDataset:
+        """The data set of one split (a subclass that reads images from elsewhere returns its own)."""
+        return CaptionedImageDataset(records, **kwargs)
 
     def all_captions(self) -> list[str]:
         return [c for split in SPLIT_NAMES for c in self.datasets[split].captions]
@@ -447,11 +476,14 @@ class CaptionDataModule(L.LightningDataModule):
                 rank_zero_info("text cache off: the text encoder trains (encoder.mode != frozen)")
             return
         from datamodules.text_cache import load_or_build
+        from lightning_modules.distributed import rank_zero_first
 
         cache_root = self.cache_dir or self.root / ".gan_ga_cache"
-        self.text_cache = load_or_build(
-            encoder, self.all_captions(), cache_root / "text_features", dtype=self.cache_dtype,
-            batch_size=self.cache_batch_size, is_builder=trainer.local_rank == 0, barrier=trainer.strategy.barrier)
+        captions = self.all_captions()
+        self.text_cache = rank_zero_first(
+            trainer.strategy, lambda: load_or_build(encoder, captions, cache_root / "text_features",
+                                                    dtype=self.cache_dtype, batch_size=self.cache_batch_size),
+            "building the text cache")
         for dataset in self.datasets.values():
             dataset.text_cache = self.text_cache
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from datamodules.captions import CaptionDataModule, DataError, ImageCaptions, SkipCounts, group_rows, missing
+from lightning_modules.checks import Problems, check
 
 YEARS = (2014, 2017)
 
@@ -35,10 +36,15 @@ class CocoDataModule(CaptionDataModule):
     name = "coco"
 
     def __init__(self, *, year: int = 2017, **kwargs):
-        if int(year) not in YEARS:
-            raise DataError(f"data.year={year!r}: allowed {list(YEARS)}")
+        check(type(self), {"year": year}, "data")
         self.year = int(year)
         super().__init__(**kwargs)
+
+    @classmethod
+    def config_problems(cls, values, key: str = "data") -> list[str]:
+        p = Problems(values, key)
+        p.choice("year", YEARS)
+        return super().config_problems(values, key) + p
 
     @classmethod
     def where(cls) -> str:

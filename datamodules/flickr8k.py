@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from datamodules.captions import CaptionDataModule, DataError, ImageCaptions, SkipCounts, group_rows, seeded_split
+from lightning_modules.checks import Problems, check
 
 SPLIT_SOURCES = ("auto", "official", "karpathy", "random")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
@@ -67,11 +68,16 @@ class Flickr8kDataModule(CaptionDataModule):
     name = "flickr8k"
 
     def __init__(self, *, split_source: str = "auto", split_fractions: dict | None = None, **kwargs):
-        if split_source not in SPLIT_SOURCES:
-            raise DataError(f"data.split_source={split_source!r}: allowed {list(SPLIT_SOURCES)}")
+        check(type(self), {"split_source": split_source, "split_fractions": split_fractions}, "data")
         self.split_source = split_source
         self.split_fractions = dict(split_fractions or {"val": 0.125, "test": 0.125})
         super().__init__(**kwargs)
+
+    @classmethod
+    def config_problems(cls, values, key: str = "data") -> list[str]:
+        p = Problems(values, key)
+        p.choice("split_source", SPLIT_SOURCES)
+        return super().config_problems(values, key) + p
 
     @classmethod
     def where(cls) -> str:

@@ -17,8 +17,16 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from datamodules.captions import (IMAGE_SUFFIXES, CaptionDataModule, DataError, ImageCaptions, SkipCounts,
-                                  group_rows, missing, seeded_split)
+from datamodules.captions import (
+    IMAGE_SUFFIXES,
+    CaptionDataModule,
+    DataError,
+    ImageCaptions,
+    SkipCounts,
+    group_rows,
+    missing,
+    seeded_split,
+)
 from datamodules.flickr8k import read_lines
 
 IMAGE_KEYS = ("image", "file_name", "filename", "path", "image_path", "file")

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import ResumableSampler, batches_trained
+from lightning_modules.checks import Problems, check
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 SHAPE_WORDS = {
@@ -236,10 +237,7 @@ class ShapesDataModule(L.LightningDataModule):
         sample_prompts: Sequence[str] = (),
     ):
         super().__init__()
-        if image_size not in ALLOWED_IMAGE_SIZES:
-            raise ValueError(f"data.image_size={image_size}: shapes renders {ALLOWED_IMAGE_SIZES}")
-        if not 1 <= min_objects <= max_objects <= 2:
-            raise ValueError(f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 1 <= min <= max <= 2")
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "data")
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.seed = pin_memory, seed
         self.sample_prompts = list(sample_prompts)
@@ -250,6 +248,20 @@ class ShapesDataModule(L.LightningDataModule):
             "val": ShapesDataset(split="val", length=val_size, **kw),
             "test": ShapesDataset(split="test", length=test_size, **kw),
         }
+
+    @classmethod
+    def config_problems(cls, values, key: str = "data") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        p.choice("image_size", ALLOWED_IMAGE_SIZES)
+        p.number("batch_size", 2, integer=True)  # mismatched pairs need a second caption
+        p.number("num_workers", 0, integer=True)
+        for name in ("train_size", "val_size", "test_size"):
+            p.number(name, 1, integer=True)
+        lo, hi = values.get("min_objects", 1), values.get("max_objects", 2)
+        p.need(isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= 2, "min_objects",
+               f"with {key}.max_objects={hi!r}: need 1 <= min_objects <= max_objects <= 2")
+        return p
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # training order from (seed, batches trained): a resumed run continues exactly (datamodules/resumable.py)

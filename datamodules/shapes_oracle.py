@@ -5,9 +5,9 @@ colour and size; position is the cell. Trained once on fresh renders (1-2 object
 split uses) and cached under ``cache_dir/shapes_oracle/<renderer digest>.safetensors``: the digest
 covers the renderer's source and constants, so changing how shapes are drawn retrains the oracle.
 
-Used by :func:`caption_scores` to score generated images against the scenes their captions
-describe: per-attribute accuracy, whole-caption accuracy (every attribute of every object right and
-no extra object), and a Frechet distance between the oracle features of two image sets.
+:func:`read_scenes` gives the per-cell reading and :meth:`ShapesOracle.features` a 256-d feature
+per image; ``lightning_modules/metrics/caption_accuracy.py`` turns them into caption accuracy and
+the oracle's Frechet distance.
 """
 
 from __future__ import annotations
@@ -148,57 +148,3 @@ def read_scenes(oracle: ShapesOracle, images: torch.Tensor, batch_size: int = 25
             preds[k].append(out[k].argmax(-1).cpu())
         preds["confidence"].append(out["present"].softmax(-1)[..., 1].float().cpu())
     return {k: torch.cat(v) for k, v in preds.items()}
-
-
-def caption_scores(oracle: ShapesOracle, images: torch.Tensor, scenes: Sequence[shapes.Scene]) -> dict[str, float]:
-    """How often the images show what their scenes' captions say.
-
-    ``position``: fraction of described objects read at their cell. ``shape``/``color``/``size``:
-    fraction of described objects whose attribute is right on the generated object paired with
-    them: the one at their cell when there is one, else the most confident remaining *detected*
-    object (so a red circle drawn in the wrong place still counts as red). A described object with
-    no generated object left to pair with is wrong on every attribute: a blank image scores 0.
-    ``caption``: fraction of images with every attribute of every object right at its cell and no
-    object where none is described.
-    """
-    return scores_from_predictions(read_scenes(oracle, images), scenes)
-
-
-def _pairs(confidence: torch.Tensor, detected: torch.Tensor, cells: list[int]) -> list[int | None]:
-    """For one image: the generated-object cell paired with each described cell, None when no
-    detected object is left for it."""
-    ranked = [int(c) for c in confidence.argsort(descending=True) if detected[c]]
-    paired = {c: c for c in cells if detected[c]}
-    free = [c for c in ranked if c not in paired.values()]
-    return [paired[c] if c in paired else (free.pop(0) if free else None) for c in cells]
-
-
-def scores_from_predictions(pred: dict[str, torch.Tensor], scenes: Sequence[shapes.Scene]) -> dict[str, float]:
-    """:func:`caption_scores` from per-cell predictions (e.g. gathered from several processes)."""
-    truth = cell_targets(scenes)
-    present = truth["present"].bool()
-    detected = pred["present"].bool()
-    position = detected & present
-    counts = {k: 0 for k in ("shape", "color", "size")}
-    for i in range(present.shape[0]):
-        cells = [int(c) for c in present[i].nonzero().flatten()]
-        for cell, source in zip(cells, _pairs(pred["confidence"][i], detected[i], cells)):
-            for k in counts if source is not None else ():
-                counts[k] += int(pred[k][i, source] == truth[k][i, cell])
-    n = max(int(present.sum()), 1)
-    scores = {k: v / n for k, v in counts.items()}
-    scores["position"] = float(position.sum()) / n
-    at_cell = {k: (pred[k] == truth[k]) & position for k in counts}
-    whole = position & at_cell["shape"] & at_cell["color"] & at_cell["size"]
-    scores["caption"] = float(((whole == present).all(1) & (detected == present).all(1)).float().mean())
-    return scores
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [N, D] (float64)."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    # trace of sqrt(cov_a cov_b) from the eigenvalues of the (similar, PSD) product
-    eig = torch.linalg.eigvals(cov_a @ cov_b).real.clamp_min(0)
-    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * eig.sqrt().sum())

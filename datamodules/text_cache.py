@@ -20,7 +20,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -150,10 +150,10 @@ def build(encoder, captions: Sequence[str], root: Path, key: str, *, dtype: str,
 
 
 def load_or_build(encoder, captions: Sequence[str], root: Path | str, *, dtype: str = "float16",
-                  batch_size: int = 256, is_builder: bool = True,
-                  barrier: Callable[[], None] | None = None) -> CachedText:
-    """The cached features of ``captions``: read if a complete cache exists, else built (by the
-    builder process; the others wait at ``barrier`` and then read)."""
+                  batch_size: int = 256) -> CachedText:
+    """The cached features of ``captions``: read if a complete cache exists, else built. With several
+    processes, process 0 calls this first (``distributed.rank_zero_first``) and the others then read
+    what it built."""
     if dtype not in DTYPES:
         raise TextCacheError(f"data.cache_dtype={dtype!r}: allowed float16, float32")
     if not captions:
@@ -161,7 +161,7 @@ def load_or_build(encoder, captions: Sequence[str], root: Path | str, *, dtype: 
     root = Path(root)
     key = cache_key(encoder, captions, dtype)
     folder = root / key
-    if is_builder and _valid(folder, key) is None:
+    if _valid(folder, key) is None:
         state = "rebuilding an incomplete cache" if folder.exists() else "encoding"
         rank_zero_info(f"text cache: {state} {len(captions)} captions with {encoder.name} -> {folder}")
         try:
@@ -169,8 +169,6 @@ def load_or_build(encoder, captions: Sequence[str], root: Path | str, *, dtype: 
         except OSError as err:
             raise TextCacheError(f"text cache: cannot write {root} ({err}); set data.cache_dir to a writable "
                                  "folder or data.cache_text=false") from err
-    if barrier is not None:
-        barrier()
     meta = _valid(folder, key)
     if meta is None:
         raise TextCacheError(f"text cache {folder} is incomplete after building; delete it and rerun")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_modules.errors import ConfigError, MetricsError
 from lightning_modules.files import write_text
+from lightning_modules.sampling import labelled_grid, save_png, side_by_side, to_uint8
 
 
 def weights_digest(module: torch.nn.Module) -> bytes:
@@ -56,11 +59,34 @@ class DDPConsistencyCheck(L.Callback):
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` is always the state at the end of training.
+    """ModelCheckpoint that counts its interval in batches, and whose ``last.ckpt`` is always the
+    state at the end of training.
 
-    Lightning's own skips the final save once any periodic checkpoint was written, so ``last.ckpt``
-    could be up to ``every_n_train_steps`` old when a run ends between two periodic saves.
+    ``every_n_batches``: a periodic checkpoint every N trained batches. Lightning's
+    ``every_n_train_steps`` counts optimizer steps (``n_critic + 1`` per batch, plus lazy penalty
+    steps), and one skipped update shifts them for good: ``global_step % N`` would never be 0 again.
+    Lightning's own callback also skips the final save once any periodic checkpoint was written, so
+    ``last.ckpt`` could be up to an interval old when a run ends between two periodic saves.
     """
+
+    def __init__(self, *, every_n_batches: int | None = None, **kwargs):
+        if kwargs.get("every_n_train_steps"):
+            raise ConfigError(f"callbacks.model_checkpoint.every_n_train_steps={kwargs['every_n_train_steps']}: "
+                              "gan-ga counts checkpoint intervals in batches; use "
+                              "callbacks.model_checkpoint.every_n_batches instead")
+        if every_n_batches is not None and every_n_batches < 0:
+            raise ConfigError(f"callbacks.model_checkpoint.every_n_batches={every_n_batches}: must be >= 0 (0 = off)")
+        super().__init__(**kwargs)
+        self.every_n_batches = every_n_batches or 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)  # time-based intervals
+        batches = int(getattr(pl_module, "batches_seen", 0))
+        if not self.every_n_batches or batches % self.every_n_batches or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_now(trainer)
@@ -73,16 +99,24 @@ class Checkpoint(ModelCheckpoint):
         return self.last_model_path or None
 
 
+def _from_submitit(handler) -> bool:
+    owner = getattr(handler, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("submitit")
+
+
 class Preemption(L.Callback):
-    """SIGTERM (schedulers, SLURM's preemption) or SIGUSR1 (SLURM's ``--signal=USR1@90``): at the
-    end of the current batch, ``last.ckpt`` is written (atomically) and training stops cleanly.
-    ``python train.py resume=auto hydra.run.dir=RUN`` continues from it.
+    """SIGTERM (schedulers, SLURM's preemption), SIGUSR1 (SLURM's ``--signal=USR1@90``) or SIGUSR2
+    (submitit's ``--signal=USR2@...``): at the end of the current batch, ``last.ckpt`` is written
+    (atomically) and training stops cleanly. ``python train.py resume=auto hydra.run.dir=RUN``
+    continues from it.
 
     Lightning notes SIGTERM itself (``trainer.received_sigterm``) and stops after the batch; this
-    callback saves first. SIGUSR1 is taken unless Lightning's SLURM auto-requeue already handles it.
+    callback saves first. SIGUSR1/SIGUSR2 are taken unless Lightning's SLURM auto-requeue handles
+    them; under submitit (``hydra/launcher=slurm``) its requeue handler runs after the save, so the
+    requeued job resumes from this batch.
     """
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
     def __init__(self, signals: list[str] | tuple[str, ...] = SIGNALS):
         bad = [name for name in signals if name not in self.SIGNALS]
@@ -102,9 +136,16 @@ class Preemption(L.Callback):
         import signal
         import threading
 
-        if "SIGUSR1" in self.signals and hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # not Lightning's SLURM requeue handler
-                self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._handler)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.signals:
+            if name == "SIGTERM" or not hasattr(signal, name):
+                continue
+            signum = getattr(signal, name)
+            current = signal.getsignal(signum)
+            # not Lightning's SLURM requeue handler; submitit's is called after the save
+            if current in (signal.SIG_DFL, None) or _from_submitit(current):
+                self._previous[signum] = signal.signal(signum, self._handler)
 
     def _requested(self, trainer: L.Trainer) -> bool:
         local = self.received is not None or ("SIGTERM" in self.signals and trainer.received_sigterm)
@@ -123,6 +164,11 @@ class Preemption(L.Callback):
                        f"{batches}; stopping. Continue with: python train.py resume=auto hydra.run.dir=RUN")
         trainer.should_stop = True
         self.stopped = {"signal": name, "checkpoint": path, "batches": batches}
+        import signal
+
+        previous = self._previous.get(getattr(signal, name, None))
+        if _from_submitit(previous):  # requeue the job (submitit exits the process)
+            previous(getattr(signal, name), None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if self._requested(trainer):
@@ -144,29 +190,47 @@ class Preemption(L.Callback):
         self._previous = {}
 
 
+def improved(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` (``mode``: max | min); any value beats none."""
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def logged_name(key: str) -> str:
+    """A metrics.json name -> the name training logs it under: ``metrics/caption_accuracy`` (whole
+    captions), ``metrics/accuracy_{shape,color,size,position}``, ``metrics/oracle_fd``, ``metrics/fid`` ..."""
+    group, _, part = key.partition("/")
+    if group == "caption_accuracy":
+        return "metrics/caption_accuracy" if part == "caption" else f"metrics/accuracy_{part}"
+    return f"metrics/{key}"
+
+
 class SampleMetrics(L.Callback):
     """Quality metrics of the EMA generator at every ``every_n_validations``-th validation, logged as
     ``metrics/...``, with the best checkpoint kept as ``best.ckpt`` (and ``best.json``).
 
-    ``metrics: auto`` picks caption accuracy (and the oracle Frechet distance) on ``shapes``, FID
-    elsewhere when ``inception_weights`` is given, nothing otherwise. The same fixed captions and
-    noise are used every time, so values compare across the run; every rank computes the same
-    numbers (no gathering needed, and a best-checkpoint decision that all ranks share).
+    The metrics are the registry's (``lightning_modules.metrics``), computed as evaluate.py computes
+    them, on the val split's evaluation set (``evaluation.eval_set``: ``num_samples`` images chosen
+    with ``seed``). ``metrics: auto`` picks caption accuracy (and the oracle Frechet distance) on
+    ``shapes``, FID elsewhere when ``inception_weights`` is given, nothing otherwise; the first metric
+    chooses ``best.ckpt``. The same captions and noise are used every time, so values compare across
+    the run. Every rank computes the numbers (no gathering); whether one is the best so far is
+    decided on rank 0 and broadcast, so all ranks save ``best.ckpt`` together (the save holds a
+    barrier). The shapes oracle is trained on rank 0 first; a failure there stops every rank.
     """
 
-    PRIMARY = {"caption_accuracy": ("metrics/caption_accuracy", "max"), "fid": ("metrics/fid", "min")}
     SPLIT = "val"  # best.ckpt is chosen on val; evaluate.py reports on test
 
     def __init__(self, *, metrics: str | list = "auto", num_samples: int = 256, every_n_validations: int = 1,
                  batch_size: int = 64, cache_dir: str = "data/cache", inception_weights: str | None = None,
-                 dirpath: str | None = None, save_best: bool = True, seed: int = 0):
+                 clip_model: str | None = None, dirpath: str | None = None, save_best: bool = True, seed: int = 0):
         self.requested = metrics
         self.num_samples, self.every, self.batch_size = num_samples, every_n_validations, batch_size
-        self.cache_dir, self.inception_weights = cache_dir, inception_weights
+        self.cache_dir, self.inception_weights, self.clip_model = cache_dir, inception_weights, clip_model
         self.dirpath, self.save_best, self.seed = dirpath, save_best, seed
-        self.metrics: list[str] = []
-        self.captions: dict[str, list[str]] = {}  # per metric: the captions its images are generated for
-        self.scenes: list | None = None  # shapes: the scene of each caption_accuracy caption
+        self.metrics: list = []  # the registry's Metric objects
+        self.captions: list[str] = []  # the evaluation set's captions, generated for at every validation
+        self.data = None  # evaluation.EvalSet
+        self.real: dict[str, torch.Tensor] | None = None  # the real images' tensors, read once
         self.validations = 0
         self.best: float | None = None
 
@@ -182,66 +246,51 @@ class SampleMetrics(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.metrics:
             return
-        self.metrics = self._resolve(trainer.datamodule)
-        if not self.metrics:
+        names = self._resolve(trainer.datamodule)
+        if not names:
             rank_zero_info("metrics during training: none (set callbacks.sample_metrics.inception_weights for FID)")
             return
         from datamodules.shapes import ShapesDataModule
         from lightning_modules.evaluation import eval_set
+        from lightning_modules.metrics import Readers, resolve
 
-        if "caption_accuracy" in self.metrics:
-            if not isinstance(trainer.datamodule, ShapesDataModule):
-                raise ValueError("callbacks.sample_metrics.metrics=[caption_accuracy] needs data=shapes")
-            from datamodules.shapes_oracle import load_or_train
+        metrics = resolve(names)
+        if "caption_accuracy" in names and not isinstance(trainer.datamodule, ShapesDataModule):
+            raise MetricsError("callbacks.sample_metrics.metrics=[caption_accuracy] needs data=shapes")
+        self.readers = Readers(metrics, cache_dir=self.cache_dir, inception_weights=self.inception_weights,
+                               clip_model=self.clip_model, dist=trainer.strategy, log=rank_zero_info)
+        self.data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples, self.seed)
+        self.captions = self.data.captions
+        self.metrics = metrics
+        self.primary, self.mode = logged_name(metrics[0].headline), metrics[0].better
 
-            if trainer.local_rank == 0:
-                self.oracle = load_or_train(self.cache_dir, log=rank_zero_info)
-            trainer.strategy.barrier()
-            if trainer.local_rank != 0:
-                self.oracle = load_or_train(self.cache_dir, log=rank_zero_info)
-            data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples)
-            self.captions["caption_accuracy"], self.scenes = data.captions, data.scenes
-            self.real_features = self.oracle.features(data.images(range(len(data))))
-        if "fid" in self.metrics:
-            from lightning_modules.metrics import inception_features, load_inception
-
-            self.inception = load_inception(self.inception_weights)
-            data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples)
-            self.captions["fid"] = data.captions
-            self.inception = self.inception.to(pl_module.device)
-            self.real_pool = torch.cat([inception_features(self.inception, data.images(range(i, min(i + 64, len(data)))))[0]
-                                        for i in range(0, len(data), 64)])
-        self.primary, self.mode = self.PRIMARY[self.metrics[0]]
+    def _read(self, images_of, keys: set[str]) -> dict[str, torch.Tensor]:
+        """The readers' tensors of the evaluation set, batch by batch: ``images_of(indices)`` gives the images."""
+        n, step = len(self.captions), self.batch_size
+        parts = [self.readers.read(images_of(range(s, min(s + step, n))), self.captions[s : s + step], keys)
+                 for s in range(0, n, step)] if keys else []
+        return {k: torch.cat([p[k] for p in parts]) for k in keys} if parts else {}
 
     @torch.no_grad()
     def compute(self, pl_module) -> dict[str, float]:
-        """Each metric scores the images generated for its own captions (one generation per
-        distinct caption list)."""
+        """The metrics of the EMA generator on the evaluation set, under their logged names."""
         from lightning_modules.evaluation import generate_for
+        from lightning_modules.metrics import Context, compute, wanted
 
-        generated: dict[tuple, torch.Tensor] = {}
+        self.readers.to(pl_module.device)
+        if self.real is None:
+            self.real = self._read(self.data.images, wanted(self.metrics, "real"))
 
-        def fakes(metric: str) -> torch.Tensor:
-            key = tuple(self.captions[metric])
-            if key not in generated:
-                generated[key] = generate_for(pl_module, list(key), self.batch_size, self.seed)
-            return generated[key]
+        def fakes(indices: range) -> torch.Tensor:
+            return generate_for(pl_module, self.captions[indices.start : indices.stop], self.batch_size, self.seed,
+                                indices=indices)
 
-        values: dict[str, float] = {}
-        if "caption_accuracy" in self.metrics:
-            from datamodules.shapes_oracle import caption_scores, frechet_distance
-
-            fake = fakes("caption_accuracy")
-            scores = caption_scores(self.oracle, fake, self.scenes)
-            values["metrics/caption_accuracy"] = scores.pop("caption")
-            values.update({f"metrics/accuracy_{k}": v for k, v in scores.items()})
-            values["metrics/oracle_fd"] = frechet_distance(self.real_features, self.oracle.features(fake))
-        if "fid" in self.metrics:
-            from lightning_modules.metrics import fid, inception_features
-
-            values["metrics/fid"] = fid(self.real_pool, inception_features(self.inception, fakes("fid"))[0])
-        values["metrics/samples"] = float(len(self.captions[self.metrics[0]]))
-        return values
+        values = compute(self.metrics, self._read(fakes, wanted(self.metrics, "fake")), self.real,
+                         Context(seed=self.seed, scenes=self.data.scenes))
+        reference = {key for m in self.metrics for key in m.reference}
+        out = {logged_name(k): v for k, v in values.items() if k not in reference}
+        out["metrics/samples"] = float(len(self.captions))
+        return out
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.metrics:
@@ -252,7 +301,8 @@ class SampleMetrics(L.Callback):
         values = self.compute(pl_module)
         pl_module.log_dict(values, on_epoch=True, sync_dist=False)
         value = values[self.primary]
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        # rank 0's numbers decide: ranks whose values differ in the last bit must still save together
+        better, value = trainer.strategy.broadcast((improved(value, self.best, self.mode), value), src=0)
         if better and self.save_best and self.dirpath and not trainer.fast_dev_run:
             self.best = value
             self._save_best(trainer, pl_module, value)
@@ -272,3 +322,40 @@ class SampleMetrics(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best, self.validations = state_dict.get("best"), state_dict.get("validations", 0)
+
+
+class SampleGrid(L.Callback):
+    """After each validation (rank 0): the EMA generator's images of ``model.sample_prompts`` with
+    the run's fixed noise (``samples_per_prompt`` per prompt), as a labelled grid written to
+    ``model.sample_dir`` (``batch_NNNNNNN.png`` and ``latest.png``) and sent to the loggers."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        prompts = list(getattr(pl_module, "sample_prompts", []))
+        if trainer.sanity_checking or not trainer.is_global_zero or not prompts:
+            return
+        images = to_uint8(pl_module.sample(prompts, pl_module.sample_z))
+        rows = images.reshape(len(prompts), pl_module.sample_z.shape[0], *images.shape[1:])
+        grid = labelled_grid(rows, prompts, scale=max(1, 64 // rows.shape[2]))
+        step = int(pl_module.batches_seen)
+        if pl_module.sample_dir:
+            save_png(grid, f"{pl_module.sample_dir}/batch_{step:07d}.png")
+            save_png(grid, f"{pl_module.sample_dir}/latest.png")
+        for logger in trainer.loggers:
+            log_images(logger, "samples/grid", grid, prompts, rows, step)
+
+
+def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) -> None:
+    """Send the grid (uint8) and one strip per prompt, captioned, to whichever logger is active."""
+    import numpy as np
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        strips = [side_by_side(r) for r in rows]
+        logger.log_image(key=key, images=[np.asarray(grid)], step=None, caption=[f"batch {step}"])
+        logger.log_image(key="samples/prompts", images=strips, caption=list(prompts))
+        logger.log_table(key="samples/table", columns=["batch", "prompt", "EMA samples"],
+                         data=[[step, p, wandb.Image(s, caption=p)] for p, s in zip(prompts, strips)])
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, np.asarray(grid), global_step=step, dataformats="HWC")

@@ -122,3 +122,56 @@ def resolve_resume(resume: str | None, ckpt_path: str | None, output_dir: str | 
         hint = f"; the newest valid checkpoint beside it is {other.path}" if other else ""
         key = "ckpt_path" if ckpt_path else "resume"
         raise CheckpointError(f"{key}: {err}{hint}") from err
+
+
+def divergence_message(module) -> str:
+    """What a diverged run says: how many bad batches, the newest checkpoint trained before the
+    streak began, the likely causes and how to resume with other settings."""
+    last = None
+    trainer = module._trainer
+    callback = trainer.checkpoint_callback if trainer is not None else None
+    if callback is not None and getattr(callback, "dirpath", None):
+        streak = int(module.bad_streak)
+        first_bad = int(module.batches_seen) - streak + 1  # batches trained before the streak began
+        folder = Path(callback.dirpath)
+        info = newest_valid(folder, warn=lambda *_: None, max_batches=first_bad) if folder.is_dir() else None
+        last = f"{info.path} (batch {info.batches})" if info else None
+    return (f"training diverged: {int(module.bad_streak)} batches in a row (model.max_bad_batches="
+            f"{module.max_bad_batches}) had a non-finite loss or gradient, at batch {int(module.batches_seen)}; "
+            f"skipped so far: {int(module.skipped_d)} D and {int(module.skipped_g)} G updates. "
+            f"Last good checkpoint: {last or 'none written yet'}. Likely causes: a learning rate too high "
+            "(model.optimizer_g.lr / model.optimizer_d.lr), a gradient penalty too strong or too weak "
+            "(model.gp_weight), fp16 overflow (use trainer.precision=bf16-mixed or 32-true), or "
+            "non-finite input data. Resume from the checkpoint with changed settings: "
+            "python train.py ckpt_path=CHECKPOINT ...")
+
+
+def rng_states() -> dict:
+    """The global RNG states (torch CPU and CUDA, numpy, Python) as tensors and plain data, so a
+    checkpoint stays loadable with ``weights_only=True``. gan-ga's own noise, augmentation and data
+    order are derived from (seed, batch) and do not need them; third-party code may."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
+
+
+def restore_rng_states(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

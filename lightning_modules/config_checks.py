@@ -1,24 +1,22 @@
-"""Every user-facing config value checked before any data is read or model built.
+"""A run config checked before any data is read or model built; every problem reported together.
 
-All problems are gathered and reported together, each naming the key, the value and what is allowed.
+Each component states the values it accepts in its own ``config_problems`` (see ``checks.py``);
+:func:`validate` gathers them from every node of the config that names a class (``_target_``),
+and adds only what involves several components or the machine: the image size against the
+backbones, the attention resolutions against the image size, the token limit against the encoder,
+the devices against this machine, and the Trainer's own keys.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.coco import YEARS
-from datamodules.flickr8k import SPLIT_SOURCES
-from datamodules.text_cache import DTYPES
-from lightning_modules.components.augment import POLICIES
 from lightning_modules.components.generators import IMAGE_SIZES
-from lightning_modules.components.text_encoders import POOLING_MODES, TRAIN_MODES
 from lightning_modules.errors import ConfigError
-from lightning_modules.losses import LOSSES
 
-CACHE_DTYPES = tuple(DTYPES)
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 
 
@@ -26,90 +24,43 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
 
 
+def components(cfg: DictConfig, key: str = "") -> Iterator[tuple[str, type, dict]]:
+    """(config path, class, constructor values) of every node with a ``_target_`` that is a class
+    with ``config_problems``; values are resolved plain data (nested nodes as dicts)."""
+    for name, node in cfg.items() if isinstance(cfg, DictConfig) else ():
+        path = f"{key}.{name}" if key else str(name)
+        if name == "hydra" or not isinstance(node, DictConfig):
+            continue
+        target = node.get("_target_")
+        if isinstance(target, str):
+            try:
+                cls = get_class(target)
+            except Exception:  # noqa: BLE001 - a function target, or a module not installed: built later
+                cls = None
+            if cls is not None and hasattr(cls, "config_problems"):
+                values = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+                yield path, cls, {k: v for k, v in values.items() if not str(k).startswith("_")}
+        yield from components(node, path)
+
+
 def validate(cfg: DictConfig) -> None:
     problems: list[str] = []
+    for path, cls, values in components(cfg):
+        problems += cls.config_problems(values, path)
 
     def need(ok: bool, key: str, allowed: str) -> None:
         if not ok:
             problems.append(f"{key}={_get(cfg, key)!r}: {allowed}")
 
-    def number(key: str, low: float | None = None, high: float | None = None, *, integer: bool = False,
-               low_open: bool = False, high_open: bool = False) -> None:
-        value = _get(cfg, key)
-        if value is None:
-            return
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            problems.append(f"{key}={value!r}: must be {'an integer' if integer else 'a number'}")
-            return
-        bad_low = low is not None and (value <= low if low_open else value < low)
-        bad_high = high is not None and (value >= high if high_open else value > high)
-        if bad_low or bad_high:
-            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-            problems.append(f"{key}={value!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
-
     size = _get(cfg, "data.image_size")
     need(size in IMAGE_SIZES, "data.image_size",
          f"the generator starts at 4x4 and doubles per block; allowed: {IMAGE_SIZES}")
-    number("data.batch_size", 2, integer=True)  # mismatched pairs need a second caption
-    number("data.num_workers", 0, integer=True)
-    number("data.crop_scale", 1)
-    number("data.max_caption_chars", 1, integer=True)
-    number("data.cache_batch_size", 1, integer=True)
-    if _get(cfg, "data.cache_dtype") is not None:
-        need(_get(cfg, "data.cache_dtype") in CACHE_DTYPES, "data.cache_dtype", f"allowed: {list(CACHE_DTYPES)}")
-    if _get(cfg, "data.split_source") is not None:
-        need(_get(cfg, "data.split_source") in SPLIT_SOURCES, "data.split_source", f"allowed: {list(SPLIT_SOURCES)}")
-    if _get(cfg, "data.year") is not None:
-        need(_get(cfg, "data.year") in YEARS, "data.year", f"allowed: {list(YEARS)}")
-    fractions = _get(cfg, "data.split_fractions")
-    if fractions is not None:
-        ok = all(isinstance(v, (int, float)) and 0 <= v < 1 for v in fractions.values()) and sum(fractions.values()) < 1
-        need(ok, "data.split_fractions", "val and test fractions in [0, 1) that sum to less than 1 (train gets the rest)")
-    policy = _get(cfg, "data.augment_policy")
-    if policy is not None:
-        names = [policy] if isinstance(policy, str) else list(policy)
-        need(all(n in POLICIES for n in names), "data.augment_policy",
-             f"a list of {list(POLICIES)}, e.g. data.augment_policy=[translation,cutout]; [] turns it off")
-    number("model.augment.probability", 0, 1)
-
-    need(_get(cfg, "encoder.pooling") in POOLING_MODES, "encoder.pooling", f"allowed: {list(POOLING_MODES)}")
-    need(_get(cfg, "encoder.mode") in TRAIN_MODES, "encoder.mode", f"allowed: {list(TRAIN_MODES)}")
-    number("encoder.max_length", 1, integer=True)
-    if _get(cfg, "encoder.mode") == "finetune_last_n":
-        number("encoder.finetune_last_n", 1, integer=True)
-    if _get(cfg, "encoder.mode") == "lora":
-        number("encoder.lora_r", 1, integer=True)
-
-    need(_get(cfg, "model.loss") in LOSSES, "model.loss", f"allowed: {list(LOSSES)}")
-    number("model.z_dim", 1, integer=True)
-    number("model.n_critic", 1, integer=True)
-    number("model.gp_weight", 0)
-    number("model.gp_power", 0, low_open=True)
-    number("model.gp_every", 1, integer=True)
-    number("model.ema_beta", 0, 1)
-    number("model.grad_clip_val", 0)
-    number("model.samples_per_prompt", 1, integer=True)
-    for net in ("generator", "discriminator"):
-        number(f"model.{net}.base_channels", 1, integer=True)
-        number(f"model.{net}.max_multiplier", 1, integer=True)
-    for opt in ("optimizer_g", "optimizer_d"):
-        number(f"model.{opt}.lr", 0, low_open=True)
-        betas = _get(cfg, f"model.{opt}.betas")
-        if betas is not None:
-            need(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
-                 f"model.{opt}.betas", "two numbers in [0, 1)")
-        need(not (_get(cfg, f"model.{opt}.fused") and _get(cfg, f"model.{opt}.foreach")), f"model.{opt}.fused",
-             f"fused=true and foreach=true exclude each other: set model.{opt}.foreach=null")
-
     resolutions = _get(cfg, "fusion.attention_resolutions")
     if resolutions is not None and size in IMAGE_SIZES:
         allowed = [2**k for k in range(2, IMAGE_SIZES.index(size) + 5)]
         need(all(r in allowed for r in resolutions), "fusion.attention_resolutions",
              f"each must be a generator resolution (4 = the 4x4 seed, then each block's output) for "
              f"data.image_size={size}: {allowed}")
-
     limit = encoder_position_limit(cfg)
     max_length = _get(cfg, "encoder.max_length")
     if limit is not None and isinstance(max_length, int) and max_length > limit:
@@ -118,14 +69,17 @@ def validate(cfg: DictConfig) -> None:
     devices_problem = device_problem(cfg)
     if devices_problem:
         problems.append(devices_problem)
-    number("model.max_bad_batches", 1, integer=True)
 
     need(str(_get(cfg, "trainer.precision")) in PRECISIONS, "trainer.precision", f"allowed: {list(PRECISIONS)}")
     for key in ("trainer.max_steps", "trainer.max_epochs"):
-        number(key, -1, integer=True)
-    number("trainer.val_check_interval", 0, low_open=True)
+        value = _get(cfg, key)
+        need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= -1), key,
+             "must be an integer >= -1")
+    interval = _get(cfg, "trainer.val_check_interval")
+    need(interval is None or (isinstance(interval, (int, float)) and interval > 0), "trainer.val_check_interval",
+         "must be > 0")
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
 
 
 def encoder_position_limit(cfg: DictConfig) -> int | None:

@@ -52,6 +52,11 @@ class ExportError(UserError, ValueError):
     """Bad export.py input or an incomplete export folder; the message names the path."""
 
 
+class DistributedError(UserError, RuntimeError):
+    """A step that process 0 runs first (building a cache, training the shapes oracle) failed there;
+    every other process stops with this error, which names the step and process 0's message."""
+
+
 class DivergenceError(UserError, RuntimeError):
     """Training stopped after too many non-finite updates in a row; the message names the last good
     checkpoint and the likely causes. Exit status 3."""

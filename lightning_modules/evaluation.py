@@ -1,39 +1,43 @@
 """evaluate.py's work: generate with the EMA generator for a split's captions, score, write metrics.json.
 
-Images are generated and scored batch by batch (real images are read the same way), so 30,000
-samples at 256x256 need no more memory than one batch. With ``devices=N`` (Lightning Fabric, DDP)
-each process takes every N-th sample; what the metrics need (oracle predictions and features,
-Inception features, CLIP scores) is gathered, and rank 0 computes and writes. Noise is drawn per
-sample index, so the numbers do not depend on the number of processes.
+The evaluation set is ``num_samples`` images of the split, chosen at random with the evaluation
+seed (all of them when the split has no more) and kept in split order, one caption each: the first
+caption of each image, or the scene's caption on shapes (whose split is extended with further
+i.i.d. scenes when more samples are asked for than it holds). Images are generated and scored batch
+by batch (real images are read the same way), so 30,000 samples at 256x256 need no more memory than
+one batch. With ``devices=N`` (Lightning Fabric, DDP) each process takes every N-th sample; the
+per-sample tensors the metrics need are gathered, and rank 0 computes and writes. Noise is drawn
+per sample index, so the numbers do not depend on the number of processes.
+
+evaluate.py writes into ``out_dir`` (``metrics.json``, the data report of real data sets) and into
+the caches under ``cache_dir``; never into the training run it reads.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.errors import MetricsError
 from lightning_modules.files import write_text
 from lightning_modules.loading import load_module
-from lightning_modules.metrics import (
-    MetricsError,
-    fid,
-    file_sha256,
-    inception_features,
-    inception_score,
-    kid,
-    load_inception,
+from lightning_modules.metrics import Context, Readers, compute, resolve, wanted
+from lightning_modules.metrics.inception import (
+    check_weights,
     load_real_features,
+    real_features_key,
     store_real_features,
 )
 from lightning_modules.sampling import Noise, sample_noise, seed_for
 
-METRICS = ("caption_accuracy", "fid", "kid", "is", "clip_score")
+SUBSET_RULE = "random images of the split without replacement, seeded, kept in split order; all when it has no more"
 
 
 @dataclass
@@ -41,8 +45,9 @@ class EvalSet:
     """The captions to generate for, the real image of each, and (shapes) the scene each describes."""
 
     captions: list[str]
-    image: Callable[[int], torch.Tensor]  # real image i, [3,S,S] in [-1,1]
+    image: Callable[[int], torch.Tensor]  # real image of caption k, [3,S,S] in [-1,1]
     scenes: list | None = None
+    subset: dict = field(default_factory=dict)  # how the split's images were chosen (metrics.json)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -51,20 +56,32 @@ class EvalSet:
         return torch.stack([self.image(int(i)) for i in indices])
 
 
-def eval_set(datamodule, split: str, n: int) -> EvalSet:
-    """``n`` captions of a split (shapes: scenes of the split; real data: the first caption of each image)."""
+def subset(total: int, n: int, seed: int) -> list[int]:
+    """``n`` of ``range(total)`` at random (seeded), in increasing order; all of them when ``n >= total``."""
+    if n >= total:
+        return list(range(total))
+    rng = np.random.default_rng(seed_for(seed, Noise.EVAL_SUBSET))
+    return sorted(int(i) for i in rng.choice(total, size=n, replace=False))
+
+
+def eval_set(datamodule, split: str, n: int, seed: int) -> EvalSet:
+    """``n`` captions of a split and their real images: see the module's docstring."""
     from datamodules.shapes import ShapesDataModule, ShapesDataset
 
     if isinstance(datamodule, ShapesDataModule):
         base = datamodule.datasets[split]
         dataset = ShapesDataset(split=split, length=max(base.length, n), image_size=base.image_size, seed=base.seed,
                                 min_objects=base.min_objects, max_objects=base.max_objects)
-        samples = [dataset.sample(i) for i in range(n)]
-        return EvalSet([c for _, c in samples], lambda i: dataset[i]["image"], [s for s, _ in samples])
+        picks = subset(dataset.length, n, seed)
+        samples = [dataset.sample(i) for i in picks]
+        return EvalSet([c for _, c in samples], lambda k: dataset[picks[k]]["image"], [s for s, _ in samples],
+                       {"rule": SUBSET_RULE, "seed": seed, "split_images": base.length})
     datamodule.setup("fit")
     dataset = datamodule.datasets[split]
-    picks = [int(j) for j in dataset.first_caption[: min(n, dataset.num_images)]]
-    return EvalSet([dataset.captions[j] for j in picks], lambda i: dataset.load_image(int(dataset.image_of[picks[i]])))
+    images = subset(dataset.num_images, n, seed)
+    picks = [int(dataset.first_caption[i]) for i in images]
+    return EvalSet([dataset.captions[j] for j in picks], lambda k: dataset.load_image(images[k]),
+                   subset={"rule": SUBSET_RULE, "seed": seed, "split_images": dataset.num_images})
 
 
 @torch.no_grad()
@@ -78,48 +95,6 @@ def generate_for(module, captions: list[str], batch_size: int, seed: int, indice
                        for i in indices[start : start + batch_size]]).to(module.device)
         out.append(module.generate_ema(z, module.encode(chunk)).clamp(-1, 1).cpu())
     return torch.cat(out)
-
-
-class Scorers:
-    """What each wanted metric needs from a batch of (fake, real) images, as per-sample tensors."""
-
-    def __init__(self, wanted: list[str], cfg: DictConfig, device, real_cached: bool):
-        self.wanted, self.device = wanted, device
-        self.real_cached = real_cached
-        if "caption_accuracy" in wanted:
-            from datamodules.shapes_oracle import load_or_train
-
-            self.oracle = load_or_train(cfg.cache_dir).to(device)
-        if {"fid", "kid", "is"} & set(wanted):
-            self.inception = load_inception(cfg.get("inception_weights")).to(device)
-        if "clip_score" in wanted:
-            from lightning_modules.metrics import load_clip
-
-            model, self.processor = load_clip(cfg.get("clip_model"))
-            self.clip = model.to(device)
-
-    @torch.no_grad()
-    def __call__(self, fake: torch.Tensor, real: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        if "caption_accuracy" in self.wanted:
-            from datamodules.shapes_oracle import HEADS, read_scenes
-
-            for name, images in (("fake", fake), ("real", real)):
-                images = images.to(self.device)
-                preds = read_scenes(self.oracle, images)
-                out[f"oracle_pred_{name}"] = torch.stack([preds[k] for k in HEADS], dim=-1)
-                out[f"oracle_conf_{name}"] = preds["confidence"]
-                out[f"oracle_feat_{name}"] = self.oracle.features(images).double().cpu()
-        if hasattr(self, "inception"):
-            out["pool_fake"], out["logits_fake"] = inception_features(self.inception, fake)
-            if not self.real_cached:
-                out["pool_real"], _ = inception_features(self.inception, real)
-        if hasattr(self, "clip"):
-            from lightning_modules.metrics import clip_scores
-
-            for name, images in (("fake", fake), ("real", real)):
-                out[f"clip_{name}"] = clip_scores(images, captions, (self.clip, self.processor))
-        return out
 
 
 def gather_in_order(fabric, shard: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
@@ -137,38 +112,47 @@ def gather_in_order(fabric, shard: dict[str, torch.Tensor], n: int) -> dict[str,
     return out
 
 
+def eval_data_config(run_data: dict, cfg: DictConfig) -> dict:
+    """The training run's data config with evaluate.py's overrides (``data.root`` ...): the loader in
+    this process, the whole split, and the data report in evaluate.py's own folder."""
+    extra = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    data = {**run_data, **{k: v for k, v in extra.items() if v is not None}}
+    data["num_workers"] = 0
+    if "max_val_images" in data:
+        data["max_val_images"] = None
+    if "report_dir" in data:
+        data["report_dir"] = str(cfg.out_dir)
+    return data
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from lightning.fabric import Fabric
 
-    wanted = list(cfg.metrics)
-    bad = [m for m in wanted if m not in METRICS]
-    if bad or not wanted:
-        raise MetricsError(f"metrics={wanted}: allowed {list(METRICS)}")
-    if {"fid", "kid", "is"} & set(wanted):
-        load_inception(cfg.get("inception_weights"))  # fail before any work when the file is missing
+    metrics = resolve(cfg.metrics)
+    if any(m.reader == "inception" for m in metrics):
+        check_weights(cfg.get("inception_weights"))  # fail before any work when the file is missing
     devices = int(cfg.get("devices", 1))
     fabric = Fabric(accelerator="cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                     ("cpu" if cfg.device == "auto" else cfg.device), devices=devices,
                     strategy="ddp" if devices > 1 else "auto")
     fabric.launch()
     module = load_module(cfg.ckpt_path, fabric.device)
-    extra = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    data_cfg = {**module.run_config["data"], **{k: v for k, v in extra.items() if v is not None}}
-    data_cfg.update(num_workers=0)
-    if "max_val_images" in data_cfg:
-        data_cfg["max_val_images"] = None  # evaluation may use the whole split
-    data = eval_set(instantiate(OmegaConf.create(data_cfg)), cfg.split, int(cfg.num_samples))
-    if "caption_accuracy" in wanted and data.scenes is None:
+    data_cfg = eval_data_config(module.run_config["data"], cfg)
+    seed = int(cfg.seed)
+    data = eval_set(instantiate(OmegaConf.create(data_cfg)), cfg.split, int(cfg.num_samples), seed)
+    if any(m.name == "caption_accuracy" for m in metrics) and data.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs a checkpoint trained on data=shapes")
+    readers = Readers(metrics, cache_dir=cfg.cache_dir, inception_weights=cfg.get("inception_weights"),
+                      clip_model=cfg.get("clip_model"), dist=fabric).to(fabric.device)
+    context = Context(seed=seed, scenes=data.scenes)
     n = len(data)
-    real_key = {"data": data_cfg.get("_target_"), "root": str(data_cfg.get("root")), "split": cfg.split, "n": n,
-                "size": int(data_cfg.get("image_size")), "seed": data_cfg.get("seed")}
-    real_pool = None
-    if {"fid", "kid"} & set(wanted):
-        real_pool = load_real_features(real_key, cfg.cache_dir, cfg.inception_weights)
-    real_cached = bool(fabric.broadcast(real_pool is not None, src=0))  # every rank gathers the same keys
-    scorers = Scorers(wanted, cfg, fabric.device, real_cached=real_cached)
+    fake_keys, real_keys = wanted(metrics, "fake"), wanted(metrics, "real")
+    real_key = real_features_key(data_cfg, split=cfg.split, count=n, subset_seed=seed,
+                                 image_size=data_cfg["image_size"])
+    real_pool = load_real_features(real_key, cfg.cache_dir, cfg.inception_weights) if "pool" in real_keys else None
+    if fabric.broadcast(real_pool is not None, src=0):  # every rank gathers the same keys
+        real_keys = real_keys - {"pool"}
 
     mine = list(range(fabric.global_rank, n, fabric.world_size))
     parts: dict[str, list[torch.Tensor]] = {}
@@ -176,50 +160,31 @@ def evaluate(cfg: DictConfig) -> dict:
     for start in range(0, len(mine), batch):
         idx = mine[start : start + batch]
         captions = [data.captions[i] for i in idx]
-        fake = generate_for(module, captions, batch, int(cfg.seed), indices=idx)
-        for key, value in scorers(fake, data.images(idx), captions).items():
+        fake = generate_for(module, captions, batch, seed, indices=idx)
+        read = {f"fake/{k}": v for k, v in readers.read(fake, captions, fake_keys).items()}
+        if real_keys:
+            read.update({f"real/{k}": v for k, v in readers.read(data.images(idx), captions, real_keys).items()})
+        for key, value in read.items():
             parts.setdefault(key, []).append(value)
-    shard = {k: torch.cat(v) for k, v in parts.items()}
-    every = gather_in_order(fabric, shard, n)
+    every = gather_in_order(fabric, {k: torch.cat(v) for k, v in parts.items()}, n)
     if fabric.global_rank != 0:
         return {}
 
-    results: dict[str, float] = {}
+    fake = {k.removeprefix("fake/"): v for k, v in every.items() if k.startswith("fake/")}
+    real = {k.removeprefix("real/"): v for k, v in every.items() if k.startswith("real/")}
+    if real_pool is not None:
+        real["pool"] = real_pool
+    elif "pool" in real:
+        store_real_features(real["pool"], real_key, cfg.cache_dir, cfg.inception_weights)
+    results = compute(metrics, fake, real, context)
     protocol = {"ckpt_path": str(cfg.ckpt_path), "samples": n, "real_split": cfg.split, "real_images": n,
-                "image_size": real_key["size"], "generator": "EMA", "processes": fabric.world_size,
-                "captions": "shapes scenes of the split" if data.scenes else "first caption of each image",
-                "noise": "per sample index", "seed": int(cfg.seed)}
-    if "caption_accuracy" in wanted:
-        from datamodules.shapes_oracle import HEADS, frechet_distance, renderer_digest, scores_from_predictions
-
-        def preds(name: str) -> dict[str, torch.Tensor]:
-            labels = every[f"oracle_pred_{name}"]
-            return {**{k: labels[..., i] for i, k in enumerate(HEADS)}, "confidence": every[f"oracle_conf_{name}"]}
-
-        results.update({f"caption_accuracy/{k}": v for k, v in scores_from_predictions(preds("fake"), data.scenes).items()})
-        results["caption_accuracy/real_reference"] = scores_from_predictions(preds("real"), data.scenes)["caption"]
-        results["oracle_fd"] = frechet_distance(every["oracle_feat_real"], every["oracle_feat_fake"])
-        protocol["oracle"] = {"renderer_digest": renderer_digest(), "input": "32x32, area resize"}
-    if {"fid", "kid", "is"} & set(wanted):
-        if {"fid", "kid"} & set(wanted):
-            if real_pool is None:
-                real_pool = every["pool_real"]
-                store_real_features(real_pool, real_key, cfg.cache_dir, cfg.inception_weights)
-            if "fid" in wanted:
-                results["fid"] = fid(real_pool, every["pool_fake"])
-            if "kid" in wanted:
-                results["kid"], results["kid_std"] = kid(real_pool, every["pool_fake"])
-        if "is" in wanted:
-            results["is"], results["is_std"] = inception_score(every["logits_fake"])
-        protocol["inception"] = {"model": "inception-v3-compat (torchmetrics NoTrainInceptionV3)",
-                                 "resize": "TF1-style bilinear to 299, no antialias", "input": "uint8",
-                                 "weights_sha256": file_sha256(cfg.inception_weights),
-                                 "real_features": "cached per data set, split, count and size"}
-    if "clip_score" in wanted:
-        results["clip_score"] = float(every["clip_fake"].mean())
-        results["clip_score_real"] = float(every["clip_real"].mean())
-        protocol["clip"] = {"model": str(cfg.clip_model), "definition": "mean of max(100 * cos(image, caption), 0)",
-                            "resize": "the CLIP processor's"}
+                "image_size": int(data_cfg["image_size"]), "generator": "EMA", "processes": fabric.world_size,
+                "captions": "the scene's caption (shapes)" if data.scenes else "the first caption of each image",
+                "subset": data.subset, "noise": "per sample index", "seed": seed,
+                "metrics": {m.name: m.protocol for m in metrics}, **readers.protocol()}
+    if "inception" in protocol:
+        protocol["inception"]["real_features"] = ("cached per data config, split, count, subset seed, size and "
+                                                  "weights file (cache_dir/inception_real/)")
     report = {"metrics": results, "protocol": protocol}
     write_text(Path(cfg.out_dir) / "metrics.json", json.dumps(report, indent=2))
     _print_table(results, protocol)

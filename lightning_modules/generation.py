@@ -45,7 +45,7 @@ def generate(cfg: DictConfig) -> dict:
         raise GenerationError(f"num_per_prompt={cfg.num_per_prompt}: must be >= 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     module = load_module(cfg.ckpt_path, device)
-    too_long = [p for p in prompts if len(module.encoder.tokenizer(p)["input_ids"]) > module.encoder.max_length]
+    too_long = [p for p in prompts if module.encoder.num_tokens(p) > module.encoder.max_length]
     for p in too_long:
         print(f"warning: prompt longer than encoder.max_length={module.encoder.max_length} tokens is truncated: {p!r}")
     z = sample_noise(int(cfg.num_per_prompt), module.z_dim, seed=int(cfg.seed), truncation=cfg.get("truncation"))

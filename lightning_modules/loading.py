@@ -93,7 +93,7 @@ def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Te
         raise GenerationError(f"ckpt_path={str(path)!r}: not a gan-ga checkpoint (it holds no 'gan_ga' config)")
     module = build_module(OmegaConf.create(meta["config"]))
     state = checkpoint["state_dict"]
-    restore_encoder_weights(module, state)
+    module.complete_state_dict(state)
     module.load_state_dict(state)
     return module.to(device).eval()
 

@@ -7,29 +7,43 @@ the "fake" half of the loss, as in DF-GAN.
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("hinge", "nonsaturating")
+
+class AdversarialLoss(NamedTuple):
+    """One GAN loss: D's terms for logits that should read real / fake, and G's loss on its fakes."""
+
+    real: Callable[[torch.Tensor], torch.Tensor]  # D: these logits should say "real"
+    fake: Callable[[torch.Tensor], torch.Tensor]  # D: these logits should say "fake"
+    generator: Callable[[torch.Tensor], torch.Tensor]  # G: its fakes' logits
+
+
+LOSSES: dict[str, AdversarialLoss] = {
+    "hinge": AdversarialLoss(real=lambda x: F.relu(1 - x).mean(), fake=lambda x: F.relu(1 + x).mean(),
+                             generator=lambda x: -x.mean()),
+    "nonsaturating": AdversarialLoss(real=lambda x: F.softplus(-x).mean(), fake=lambda x: F.softplus(x).mean(),
+                                     generator=lambda x: F.softplus(-x).mean()),
+}
+
+
+def adversarial_loss(kind: str) -> AdversarialLoss:
+    if kind not in LOSSES:
+        raise ValueError(f"model.loss={kind!r} is not one of {list(LOSSES)}")
+    return LOSSES[kind]
 
 
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, mismatched: torch.Tensor) -> dict:
-    if kind == "hinge":
-        terms = {"real": F.relu(1 - real).mean(), "fake": F.relu(1 + fake).mean(), "mismatch": F.relu(1 + mismatched).mean()}
-    elif kind == "nonsaturating":
-        terms = {"real": F.softplus(-real).mean(), "fake": F.softplus(fake).mean(), "mismatch": F.softplus(mismatched).mean()}
-    else:
-        raise ValueError(f"model.loss={kind!r} is not one of {LOSSES}")
+    loss = adversarial_loss(kind)
+    terms = {"real": loss.real(real), "fake": loss.fake(fake), "mismatch": loss.fake(mismatched)}
     terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["mismatch"])
     return terms
 
 
 def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return -fake.mean()
-    if kind == "nonsaturating":
-        return F.softplus(-fake).mean()
-    raise ValueError(f"model.loss={kind!r} is not one of {LOSSES}")
+    return adversarial_loss(kind).generator(fake)
 
 
 def matching_aware_gradient_penalty(

@@ -25,6 +25,7 @@ class Noise(IntEnum):
     AUG_G = 5  # D augmentation of fakes in the G step
     MISMATCH = 6  # the choice of mismatched captions
     EVAL = 11  # evaluate.py and training metrics: noise per sample index
+    EVAL_SUBSET = 12  # evaluate.py and training metrics: which images of a split are scored
 
 
 def seed_for(*parts: int) -> int:
@@ -41,10 +42,15 @@ def sample_noise(n: int, z_dim: int, *, seed: int, truncation: float | None = No
     return torch.nn.init.trunc_normal_(z, a=-truncation, b=truncation, generator=generator)
 
 
+def uint8_pixels(images: torch.Tensor) -> torch.Tensor:
+    """[N,3,H,W] in [-1,1] -> [N,3,H,W] uint8 on the same device: gan-ga's one float -> 8-bit
+    conversion (PNGs, loggers, Inception and CLIP inputs)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N,3,H,W] in [-1,1] -> [N,H,W,3] uint8 (loggers save float images as black PNGs)."""
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
+    """[N,3,H,W] in [-1,1] -> [N,H,W,3] uint8 numpy (loggers save float images as black PNGs)."""
+    return uint8_pixels(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def side_by_side(row: np.ndarray) -> np.ndarray:

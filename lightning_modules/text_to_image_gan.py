@@ -29,27 +29,38 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
 from torch import nn
 
+from lightning_modules.checkpointing import divergence_message, restore_rng_states, rng_states
+from lightning_modules.checks import Problems, check
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, caption_groups, mismatch_indices
-from lightning_modules.components.text_encoders import HFTextEncoder, TextFeatures
+from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
 from lightning_modules.errors import DivergenceError
+from lightning_modules.loading import restore_encoder_weights
 from lightning_modules.losses import (
+    LOSSES,
     contrastive_loss,
     discriminator_loss,
     generator_loss,
     matching_aware_gradient_penalty,
 )
-from lightning_modules.sampling import Noise, labelled_grid, sample_noise, save_png, seed_for, side_by_side, to_uint8
+from lightning_modules.sampling import Noise, sample_noise, seed_for
 from lightning_modules.strategies import average_gradients
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _arguments(node: Any) -> dict:
+    """The keyword arguments of a config node or of the ``functools.partial`` built from it."""
+    keywords = getattr(node, "keywords", None)
+    if keywords is not None:
+        return dict(keywords)
+    return {} if node is None or callable(node) else dict(node)
 
 
 def _params_with_grad(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -85,7 +96,7 @@ class TextToImageGAN(L.LightningModule):
     def __init__(
         self,
         *,
-        encoder: HFTextEncoder,
+        encoder: TextEncoder,
         generator: Callable[..., nn.Module],
         discriminator: Callable[..., nn.Module],
         fusion: Callable[..., nn.Module],
@@ -118,6 +129,7 @@ class TextToImageGAN(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model")
         self.automatic_optimization = False
         self.encoder = encoder
         dims = dict(text_dim=encoder.out_dim, token_dim=encoder.out_dim)
@@ -132,20 +144,8 @@ class TextToImageGAN(L.LightningModule):
         self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
         self.grad_clip_val = grad_clip_val
         self.max_bad_batches = max_bad_batches
-        if compile not in COMPILE_MODES:
-            raise ValueError(f"model.compile={compile!r} is not one of {COMPILE_MODES}")
-        if mismatch not in MISMATCH_MODES:
-            raise ValueError(f"model.mismatch={mismatch!r} is not one of {MISMATCH_MODES}")
-        if contrastive_weight < 0 or contrastive_temperature <= 0:
-            raise ValueError(f"model.contrastive_weight={contrastive_weight} must be >= 0 and "
-                             f"model.contrastive_temperature={contrastive_temperature} > 0")
-        if contrastive_weight > 0 and getattr(self.discriminator, "matcher", None) is None:
-            raise ValueError(f"model.contrastive_weight={contrastive_weight} compares D's word-region similarities: "
-                             "set model.discriminator.word_matching=true (or model.contrastive_weight=0)")
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
         self.contrastive_temperature = contrastive_temperature
-        if gp_every < 1:
-            raise ValueError(f"model.gp_every={gp_every}: must be >= 1 (1 = the MA-GP in every D step)")
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self._batches = 0  # host copy of ``batches_seen``: seeds and schedules never read the device
@@ -154,205 +154,76 @@ class TextToImageGAN(L.LightningModule):
         self.seed = seed
         self.run_config: dict | None = None  # set by train.py; saved in checkpoints for generate.py
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-        self.register_buffer("skipped", torch.zeros(3, dtype=torch.long))  # D updates, G updates, bad batches in a row
+        # divergence guard: updates skipped (non-finite loss or gradient), and batches in a row with one
+        self.register_buffer("skipped_d", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped_g", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bad_streak", torch.zeros((), dtype=torch.long))
         self._guard: dict[str, torch.Tensor] = {}
         self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, Noise.VAL)))
         self._last_step_time: float | None = None
 
-    # ------------------------------------------------------------------ setup
-    def configure_optimizers(self):
-        g_params = list(self.generator.parameters()) + [p for p in self.encoder.parameters() if p.requires_grad]
-        opt_g = self.optimizer_g(params=g_params)
-        opt_d = self.optimizer_d(params=self.discriminator.parameters())
-        ratio = lazy_regularization_ratio(self.gp_every if self.gp_weight > 0 else 1)
-        for group in opt_d.param_groups if ratio != 1.0 else []:
-            group["lr"] *= ratio
-            if "betas" in group:
-                group["betas"] = tuple(b**ratio for b in group["betas"])
-        schedulers = [s(optimizer=o) for s, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if s]
-        return [opt_g, opt_d], schedulers
+    @classmethod
+    def config_problems(cls, values, key: str = "model") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``). The
+        optimizers and the discriminator are read as config nodes or as the partials built from them."""
+        p = Problems(values, key)
+        p.choice("loss", LOSSES)
+        p.choice("compile", COMPILE_MODES)
+        p.choice("mismatch", MISMATCH_MODES)
+        for name in ("z_dim", "n_critic", "samples_per_prompt", "max_bad_batches"):
+            p.number(name, 1, integer=True)
+        p.number("gp_weight", 0)
+        p.number("gp_power", 0, low_open=True)
+        p.number("gp_every", 1, integer=True)
+        p.number("ema_beta", 0, 1)
+        p.number("grad_clip_val", 0)
+        p.number("contrastive_weight", 0)
+        p.number("contrastive_temperature", 0, low_open=True)
+        for name in ("optimizer_g", "optimizer_d"):
+            opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
+            opt.number("lr", 0, low_open=True)
+            betas = opt.values.get("betas")
+            if betas is not None:
+                opt.need(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "betas",
+                         "two numbers in [0, 1)")
+            opt.need(not (opt.values.get("fused") and opt.values.get("foreach")), "fused",
+                     f"fused=true and foreach=true exclude each other: set {key}.{name}.foreach=null")
+            p += opt
+        matcher = _arguments(values.get("discriminator")).get("word_matching", False)
+        if (values.get("contrastive_weight") or 0) > 0 and not matcher:
+            p.append(f"{key}.contrastive_weight={values['contrastive_weight']!r} compares D's word-region similarities: "
+                     f"set {key}.discriminator.word_matching=true (or {key}.contrastive_weight=0)")
+        return p
 
-    def setup(self, stage: str) -> None:
+    # ------------------------------------------------------------------ the step, in reading order
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        images = batch["image"]
         if self.channels_last:
-            for net in (self.generator, self.discriminator, self.generator_ema):
-                net.to(memory_format=torch.channels_last)
-        if self.compile_mode and not self._fast:
-            mode = None if self.compile_mode is True else self.compile_mode
-            self._fast = {name: CompiledOrEager(fn, name, mode) for name, fn in self._network_calls().items()}
-
-    def _apply(self, fn, recurse: bool = True):
-        """Moves and casts apply to everything but the EMA generator's dtype: it stays float32, as a
-        lerp of weight 1e-3 rounds away in 16-bit (``precision=bf16-true`` / ``16-true``)."""
-        super()._apply(fn, recurse)
-        for t in (*self.generator_ema.parameters(), *self.generator_ema.buffers()):
-            if t.is_floating_point() and t.dtype != torch.float32:
-                t.data = t.data.float()
-        return self
-
-    def _network_calls(self) -> dict[str, Callable]:
-        """The network calls of the training step, by name (what ``model.compile`` compiles)."""
-        return {"generator": self.generator, "d_features": self.discriminator.features,
-                "d_judge": self.discriminator.judge}
-
-    def fast(self, name: str) -> Callable:
-        """The compiled form of a network call when ``model.compile`` is on, else the eager one."""
-        return self._fast[name] if self._fast else self._network_calls()[name]
-
-    def generate_ema(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
-        """Images from the EMA generator (float32 whatever the training precision)."""
-        dtype = next(self.generator_ema.parameters()).dtype
-        text = TextFeatures(text.tokens.to(dtype), text.mask, text.pooled.to(dtype))
-        return self.generator_ema(z.to(device=self.device, dtype=dtype), text)
-
-    def on_train_start(self) -> None:
-        self._batches = int(self.batches_seen)  # one read, after a resume has loaded the buffer
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.generator_ema.eval()  # the average is never in training mode (BatchNorm statistics)
-        return self
-
-    def _schedulers(self) -> list:
-        schedulers = self.lr_schedulers()
-        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
-
-    # ------------------------------------------------------------------ pieces
-    def encode(self, captions: Sequence[str]) -> TextFeatures:
-        return self.encoder(captions)
-
-    def text_of(self, batch: dict) -> TextFeatures:
-        """The batch's text features: read from the data module's cache when it sent them (the
-        encoder does not run), else encoded now."""
-        if "text_tokens" in batch:
-            text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
-        else:
-            text = self.encode(batch["caption"])
-        return self._fixed_length(text) if self._fast else text
-
-    def _fixed_length(self, text: TextFeatures) -> TextFeatures:
-        """Compiled networks see one token length (``encoder.max_length``, padding masked), not the
-        longest caption of each batch: no recompilation, and no dynamic-shape kernels."""
-        return text.padded(int(getattr(self.encoder, "max_length", text.tokens.shape[1])))
-
-    def d_input(self, images: torch.Tensor, purpose: int, critic: int = 0) -> torch.Tensor:
-        """What D sees: the images through the differentiable augmentation, when one is configured."""
-        if self.augment is None:
-            return images
-        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, purpose, critic))
-        return self.augment(images, generator=rng)
-
-    def noise(self, n: int, purpose: int, critic: int = 0) -> torch.Tensor:
-        """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume),
-        on the CPU whatever the device (the same noise on every machine); the copy does not wait."""
-        s = seed_for(self.seed, self.global_rank, self._batches, purpose, critic)
-        return sample_noise(n, self.z_dim, seed=s).to(self.device, non_blocking=True)
-
-    def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and
-        skips the update when the loss or gradient is not finite. Returns (gradient norm, stepped),
-        both device tensors. An uncounted step (the lazy penalty) leaves Lightning's ``global_step``
-        alone, so step-based settings (``max_steps``, checkpoint intervals) keep n_critic + 1 per batch."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._guard = {"loss": loss.detach()}
-        raw = getattr(optimizer, "optimizer", optimizer)
-        if counted or self._trainer is None:
-            optimizer.step()
-        else:  # the same path as LightningOptimizer.step (precision plugin, hooks), minus the step count
-            self.trainer.strategy.optimizer_step(raw, closure=lambda: None, model=self)
-        if getattr(raw, "found_inf", None) is not None and "found_inf" in self._guard:
-            del raw.found_inf
-        return self._guard["norm"], self._guard["ok"]
-
-    def _grad_scaler(self):
-        if self._trainer is None:
-            return None
-        return getattr(self.trainer.precision_plugin, "scaler", None)
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Runs inside ``optimizer.step()``, after a GradScaler's ``unscale_``: the norm and clipping
-        see true gradients. A bad step is skipped without reading the device on the host where the
-        optimizer allows it."""
-        if "loss" not in self._guard:  # a step not taken through _step
-            return
-        raw = getattr(optimizer, "optimizer", optimizer)
-        params = _params_with_grad(raw)
-        if self._trainer is not None and getattr(self.trainer.strategy, "averages_gradients_in_module", False):
-            average_gradients(params, self.trainer.world_size)  # ddp_gan: no DDP wrapper averaged them
-        grads = [p.grad for p in params]
-        scaler = self._grad_scaler()
-        still_scaled = scaler is not None and getattr(raw, "_step_supports_amp_scaling", False)  # fused Adam unscales in step
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
-        if still_scaled:  # the scale as a device tensor (get_scale() would read it on the host)
-            norm = norm / scaler._get_scale_async().to(norm.device)
-        ok = torch.isfinite(self._guard["loss"]).all() & torch.isfinite(norm)
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
-            flag = ok.to(torch.int32)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)  # a collective, not a host read
-            ok = flag.bool()
-        self._guard.update(norm=norm.detach(), ok=ok)
-        factor = None
-        if self.grad_clip_val > 0:  # by norm, like torch.nn.utils.clip_grad_norm_
-            factor = torch.clamp(self.grad_clip_val / (norm + 1e-6), max=1.0)
-        if scaler is not None:  # the scaler sees an inf, skips the step and lowers its scale
-            bad = torch.where(ok, 1.0, float("nan"))
-            factor = bad if factor is None else factor * bad
-        elif getattr(raw, "_step_supports_amp_scaling", False):  # fused Adam: skipped on the device
-            raw.found_inf = (~ok).float()
-            self._guard["found_inf"] = raw.found_inf
-        elif not bool(ok):  # other optimizers: one host read (free on a CPU), then no gradient = no update
-            for p in params:
-                p.grad = None
-            return
-        if factor is not None and grads:
-            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
-
-    def _count_skips(self, d_ok: torch.Tensor, g_ok: torch.Tensor) -> None:
-        both = d_ok & g_ok
-        self.skipped[0] += (~d_ok).long()
-        self.skipped[1] += (~g_ok).long()
-        self.skipped[2] = (self.skipped[2] + 1) * (~both).long()
-        check = self.device.type == "cpu" or self._trainer is None or self._batches % self.trainer.log_every_n_steps == 0
-        if check and int(self.skipped[2]) >= self.max_bad_batches:
-            raise DivergenceError(self._divergence_message())
-
-    def _divergence_message(self) -> str:
-        last = None
-        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
-        if callback is not None and getattr(callback, "dirpath", None):
-            from lightning_modules.checkpointing import newest_valid
-
-            first_bad = int(self.batches_seen) - int(self.skipped[2]) + 1  # batches trained before the streak began
-            folder = Path(callback.dirpath)
-            info = newest_valid(folder, warn=lambda *_: None, max_batches=first_bad) if folder.is_dir() else None
-            last = f"{info.path} (batch {info.batches})" if info else None
-        return (f"training diverged: {int(self.skipped[2])} batches in a row (model.max_bad_batches="
-                f"{self.max_bad_batches}) had a non-finite loss or gradient, at batch {int(self.batches_seen)}; "
-                f"skipped so far: {int(self.skipped[0])} D and {int(self.skipped[1])} G updates. "
-                f"Last good checkpoint: {last or 'none written yet'}. Likely causes: a learning rate too high "
-                "(model.optimizer_g.lr / model.optimizer_d.lr), a gradient penalty too strong or too weak "
-                "(model.gp_weight), fp16 overflow (use trainer.precision=bf16-mixed or 32-true), or "
-                "non-finite input data. Resume from the checkpoint with changed settings: "
-                "python train.py ckpt_path=CHECKPOINT ...")
-
-    # ------------------------------------------------------------------ training
-    def negatives_of(self, batch: dict) -> TextFeatures | None:
-        """The data set's own mismatched captions (``negative_caption``), encoded, when
-        ``data_negatives`` is on and the batch has them; else None."""
-        if not self.data_negatives or "negative_caption" not in batch:
-            return None
-        text = self.encode(batch["negative_caption"])
-        return self._fixed_length(text) if self._fast else text
-
-    def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equivalence groups of the batch's captions (then of its negatives, when it has them) and
-        each image's mismatched caption index (into the captions, then the negatives)."""
-        n = len(text)
-        groups = caption_groups(batch, n, self.device, negatives=negatives is not None)
-        if negatives is not None:
-            return groups, torch.arange(n, 2 * n, device=self.device)
-        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.MISMATCH))
-        return groups, mismatch_indices(self.mismatch, groups, text.pooled, rng)
+            images = images.contiguous(memory_format=torch.channels_last)
+        text, negatives = self.text_of(batch), self.negatives_of(batch)
+        groups, mismatch = self.pairs(batch, text, negatives)
+        d_ok = torch.ones((), dtype=torch.bool, device=self.device)
+        # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
+        # then the G step back-propagates through the same images (judged by the updated D)
+        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
+        with self.toggled_optimizer(opt_d):
+            for critic in range(self.n_critic):
+                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake, mismatch, groups,
+                                                     negatives)
+                d_ok = d_ok & ok
+            if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
+                reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
+                d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
+        with self.toggled_optimizer(opt_g):
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
+        self._count_skips(d_ok, g_ok)
+        ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
+        for scheduler in self._schedulers():
+            scheduler.step()
+        self.batches_seen += 1
+        self._batches += 1
+        self._log_training(d_logs, g_logs, opt_g, opt_d, images.shape[0])
 
     def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
                            fake: torch.Tensor | None = None, mismatch: torch.Tensor | None = None,
@@ -422,34 +293,73 @@ class TextToImageGAN(L.LightningModule):
         norm, ok = self._step(optimizer, loss)
         return {**logs, "g_loss": loss.detach(), "g_grad_norm": norm}, ok
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
-        images = batch["image"]
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        text, negatives = self.text_of(batch), self.negatives_of(batch)
-        groups, mismatch = self.pairs(batch, text, negatives)
-        d_ok = torch.ones((), dtype=torch.bool, device=self.device)
-        # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
-        # then the G step back-propagates through the same images (judged by the updated D)
-        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
-        with self.toggled_optimizer(opt_d):
-            for critic in range(self.n_critic):
-                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake, mismatch, groups,
-                                                     negatives)
-                d_ok = d_ok & ok
-            if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
-                reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
-                d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
-        with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
-        self._count_skips(d_ok, g_ok)
-        ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
-        for scheduler in self._schedulers():
-            scheduler.step()
-        self.batches_seen += 1
-        self._batches += 1
-        self._log_training(d_logs, g_logs, opt_g, opt_d, images.shape[0])
+    def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and
+        skips the update when the loss or gradient is not finite. Returns (gradient norm, stepped),
+        both device tensors. An uncounted step (the lazy penalty) leaves Lightning's ``global_step``
+        alone, so step-based settings (``max_steps``, checkpoint intervals) keep n_critic + 1 per batch."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._guard = {"loss": loss.detach()}
+        raw = getattr(optimizer, "optimizer", optimizer)
+        if counted or self._trainer is None:
+            optimizer.step()
+        else:  # the same path as LightningOptimizer.step (precision plugin, hooks), minus the step count
+            self.trainer.strategy.optimizer_step(raw, closure=lambda: None, model=self)
+        if getattr(raw, "found_inf", None) is not None and "found_inf" in self._guard:
+            del raw.found_inf
+        return self._guard["norm"], self._guard["ok"]
+
+    def _grad_scaler(self):
+        if self._trainer is None:
+            return None
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Runs inside ``optimizer.step()``, after a GradScaler's ``unscale_``: the norm and clipping
+        see true gradients. A bad step is skipped without reading the device on the host where the
+        optimizer allows it."""
+        if "loss" not in self._guard:  # a step not taken through _step
+            return
+        raw = getattr(optimizer, "optimizer", optimizer)
+        params = _params_with_grad(raw)
+        if self._trainer is not None and getattr(self.trainer.strategy, "averages_gradients_in_module", False):
+            average_gradients(params, self.trainer.world_size)  # ddp_gan: no DDP wrapper averaged them
+        grads = [p.grad for p in params]
+        scaler = self._grad_scaler()
+        still_scaled = scaler is not None and getattr(raw, "_step_supports_amp_scaling", False)  # fused Adam unscales in step
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
+        if still_scaled:  # the scale as a device tensor (get_scale() would read it on the host)
+            norm = norm / scaler._get_scale_async().to(norm.device)
+        ok = torch.isfinite(self._guard["loss"]).all() & torch.isfinite(norm)
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
+            flag = ok.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)  # a collective, not a host read
+            ok = flag.bool()
+        self._guard.update(norm=norm.detach(), ok=ok)
+        factor = None
+        if self.grad_clip_val > 0:  # by norm, like torch.nn.utils.clip_grad_norm_
+            factor = torch.clamp(self.grad_clip_val / (norm + 1e-6), max=1.0)
+        if scaler is not None:  # the scaler sees an inf, skips the step and lowers its scale
+            bad = torch.where(ok, 1.0, float("nan"))
+            factor = bad if factor is None else factor * bad
+        elif getattr(raw, "_step_supports_amp_scaling", False):  # fused Adam: skipped on the device
+            raw.found_inf = (~ok).float()
+            self._guard["found_inf"] = raw.found_inf
+        elif not bool(ok):  # other optimizers: one host read (free on a CPU), then no gradient = no update
+            for p in params:
+                p.grad = None
+            return
+        if factor is not None and grads:
+            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+
+    def _count_skips(self, d_ok: torch.Tensor, g_ok: torch.Tensor) -> None:
+        self.skipped_d += (~d_ok).long()
+        self.skipped_g += (~g_ok).long()
+        self.bad_streak.copy_((self.bad_streak + 1) * (~(d_ok & g_ok)).long())
+        check = self.device.type == "cpu" or self._trainer is None or self._batches % self.trainer.log_every_n_steps == 0
+        if check and int(self.bad_streak) >= self.max_bad_batches:
+            raise DivergenceError(divergence_message(self))
 
     def _log_training(self, d_logs: dict, g_logs: dict, opt_g, opt_d, batch_size: int) -> None:
         """Device tensors go to the logger as they are (read at its flush, every ``log_every_n_steps``);
@@ -459,8 +369,8 @@ class TextToImageGAN(L.LightningModule):
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
         logs["train/batches"] = float(self._batches)
-        logs["train/skipped_d"] = self.skipped[0].float()
-        logs["train/skipped_g"] = self.skipped[1].float()
+        logs["train/skipped_d"] = self.skipped_d.float()
+        logs["train/skipped_g"] = self.skipped_g.float()
         if self._last_step_time is not None:
             logs["perf/images_per_sec"] = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
         self._last_step_time = now
@@ -470,6 +380,112 @@ class TextToImageGAN(L.LightningModule):
             if "perf/images_per_sec" in logs:
                 bar["img/s"] = logs["perf/images_per_sec"]
             self.log_dict(bar, prog_bar=True, on_step=True, logger=False, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ what the step reads
+    def negatives_of(self, batch: dict) -> TextFeatures | None:
+        """The data set's own mismatched captions (``negative_caption``), encoded, when
+        ``data_negatives`` is on and the batch has them; else None."""
+        if not self.data_negatives or "negative_caption" not in batch:
+            return None
+        text = self.encode(batch["negative_caption"])
+        return self._fixed_length(text) if self._fast else text
+
+    def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Equivalence groups of the batch's captions (then of its negatives, when it has them) and
+        each image's mismatched caption index (into the captions, then the negatives)."""
+        n = len(text)
+        groups = caption_groups(batch, n, self.device, negatives=negatives is not None)
+        if negatives is not None:
+            return groups, torch.arange(n, 2 * n, device=self.device)
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.MISMATCH))
+        return groups, mismatch_indices(self.mismatch, groups, text.pooled, rng)
+
+    def encode(self, captions: Sequence[str]) -> TextFeatures:
+        return self.encoder(captions)
+
+    def text_of(self, batch: dict) -> TextFeatures:
+        """The batch's text features: read from the data module's cache when it sent them (the
+        encoder does not run), else encoded now."""
+        if "text_tokens" in batch:
+            text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
+        else:
+            text = self.encode(batch["caption"])
+        return self._fixed_length(text) if self._fast else text
+
+    def _fixed_length(self, text: TextFeatures) -> TextFeatures:
+        """Compiled networks see one token length (``encoder.max_length``, padding masked), not the
+        longest caption of each batch: no recompilation, and no dynamic-shape kernels."""
+        return text.padded(int(self.encoder.max_length))
+
+    def d_input(self, images: torch.Tensor, purpose: int, critic: int = 0) -> torch.Tensor:
+        """What D sees: the images through the differentiable augmentation, when one is configured."""
+        if self.augment is None:
+            return images
+        rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, purpose, critic))
+        return self.augment(images, generator=rng)
+
+    def noise(self, n: int, purpose: int, critic: int = 0) -> torch.Tensor:
+        """Each rank, batch, phase and critic step draws its own noise, reproducibly (and so on resume),
+        on the CPU whatever the device (the same noise on every machine); the copy does not wait."""
+        s = seed_for(self.seed, self.global_rank, self._batches, purpose, critic)
+        return sample_noise(n, self.z_dim, seed=s).to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------ setup
+    def configure_optimizers(self):
+        g_params = list(self.generator.parameters()) + [p for p in self.encoder.parameters() if p.requires_grad]
+        opt_g = self.optimizer_g(params=g_params)
+        opt_d = self.optimizer_d(params=self.discriminator.parameters())
+        ratio = lazy_regularization_ratio(self.gp_every if self.gp_weight > 0 else 1)
+        for group in opt_d.param_groups if ratio != 1.0 else []:
+            group["lr"] *= ratio
+            if "betas" in group:
+                group["betas"] = tuple(b**ratio for b in group["betas"])
+        schedulers = [s(optimizer=o) for s, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if s]
+        return [opt_g, opt_d], schedulers
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            for net in (self.generator, self.discriminator, self.generator_ema):
+                net.to(memory_format=torch.channels_last)
+        if self.compile_mode and not self._fast:
+            mode = None if self.compile_mode is True else self.compile_mode
+            self._fast = {name: CompiledOrEager(fn, name, mode) for name, fn in self._network_calls().items()}
+
+    def _apply(self, fn, recurse: bool = True):
+        """Moves and casts apply to everything but the EMA generator's dtype: it stays float32, as a
+        lerp of weight 1e-3 rounds away in 16-bit (``precision=bf16-true`` / ``16-true``)."""
+        super()._apply(fn, recurse)
+        for t in (*self.generator_ema.parameters(), *self.generator_ema.buffers()):
+            if t.is_floating_point() and t.dtype != torch.float32:
+                t.data = t.data.float()
+        return self
+
+    def _network_calls(self) -> dict[str, Callable]:
+        """The network calls of the training step, by name (what ``model.compile`` compiles)."""
+        return {"generator": self.generator, "d_features": self.discriminator.features,
+                "d_judge": self.discriminator.judge}
+
+    def fast(self, name: str) -> Callable:
+        """The compiled form of a network call when ``model.compile`` is on, else the eager one."""
+        return self._fast[name] if self._fast else self._network_calls()[name]
+
+    def generate_ema(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
+        """Images from the EMA generator (float32 whatever the training precision)."""
+        dtype = next(self.generator_ema.parameters()).dtype
+        text = TextFeatures(text.tokens.to(dtype), text.mask, text.pooled.to(dtype))
+        return self.generator_ema(z.to(device=self.device, dtype=dtype), text)
+
+    def on_train_start(self) -> None:
+        self._batches = int(self.batches_seen)  # one read, after a resume has loaded the buffer
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.generator_ema.eval()  # the average is never in training mode (BatchNorm statistics)
+        return self
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -485,11 +501,6 @@ class TextToImageGAN(L.LightningModule):
             on_epoch=True, sync_dist=True, batch_size=images.shape[0],
         )
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero or not self.sample_prompts:
-            return
-        self.save_sample_grid()
-
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], z: torch.Tensor) -> torch.Tensor:
         """Images of every prompt with every noise row: [len(prompts) * len(z), 3, H, W], prompt-major."""
@@ -499,19 +510,15 @@ class TextToImageGAN(L.LightningModule):
         text = TextFeatures(expand(text.tokens), expand(text.mask), expand(text.pooled))
         return self.generate_ema(z.repeat(len(prompts), 1), text)
 
-    def save_sample_grid(self) -> None:
-        images = to_uint8(self.sample(self.sample_prompts, self.sample_z))
-        rows = images.reshape(len(self.sample_prompts), self.sample_z.shape[0], *images.shape[1:])
-        scale = max(1, 64 // rows.shape[2])
-        grid = labelled_grid(rows, self.sample_prompts, scale=scale)
-        step = int(self.batches_seen)
-        if self.sample_dir:
-            save_png(grid, f"{self.sample_dir}/batch_{step:07d}.png")
-            save_png(grid, f"{self.sample_dir}/latest.png")
-        for logger in self.loggers:
-            log_images(logger, "samples/grid", grid, self.sample_prompts, rows, step)
-
     # ------------------------------------------------------------------ checkpoints
+    def complete_state_dict(self, state: dict) -> None:
+        """A checkpoint's state dict made loadable, in place: the frozen encoder's weights (left out
+        of checkpoints) and the divergence counters of older checkpoints ([D, G, streak] in one)."""
+        restore_encoder_weights(self, state)
+        if "skipped" in state:
+            for name, value in zip(("skipped_d", "skipped_g", "bad_streak"), state.pop("skipped")):
+                state[name] = value.clone()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gan_ga"] = {"config": self.run_config, "batches_seen": int(self.batches_seen),
                                 "encoder_weights_saved": self.encoder.weights_in_checkpoint,
@@ -520,60 +527,6 @@ class TextToImageGAN(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        restore_encoder_weights(self, checkpoint["state_dict"])
+        self.complete_state_dict(checkpoint["state_dict"])
         if (checkpoint.get("gan_ga") or {}).get("rng"):
             restore_rng_states(checkpoint["gan_ga"]["rng"])
-
-
-def rng_states() -> dict:
-    """The global RNG states (torch CPU and CUDA, numpy, Python) as tensors and plain data, so a
-    checkpoint stays loadable with ``weights_only=True``. gan-ga's own noise, augmentation and data
-    order are derived from (seed, batch) and do not need them; third-party code may."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
-
-
-def restore_rng_states(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-
-
-def restore_encoder_weights(module: TextToImageGAN, state_dict: dict) -> None:
-    """Checkpoints omit a frozen pretrained encoder; fill its weights from the loaded encoder."""
-    if not any(k.startswith("encoder.") for k in state_dict):
-        state_dict.update({f"encoder.{k}": v for k, v in module.encoder.state_dict().items()})
-
-
-def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) -> None:
-    """Send the grid (uint8) and one strip per prompt, captioned, to whichever logger is active."""
-    import numpy as np
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    if isinstance(logger, WandbLogger):
-        import wandb
-
-        strips = [side_by_side(r) for r in rows]
-        logger.log_image(key=key, images=[np.asarray(grid)], step=None, caption=[f"batch {step}"])
-        logger.log_image(key="samples/prompts", images=strips, caption=list(prompts))
-        logger.log_table(key="samples/table", columns=["batch", "prompt", "EMA samples"],
-                         data=[[step, p, wandb.Image(s, caption=p)] for p, s in zip(prompts, strips)])
-    elif isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_image(key, np.asarray(grid), global_step=step, dataformats="HWC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.checkpointing import AtomicCheckpointIO, resolve_resume
 from lightning_modules.config_checks import validate
+from lightning_modules.errors import ConfigError
 from lightning_modules.loading import build, build_module
 from lightning_modules.strategies import GANDDPStrategy  # noqa: F401 - registers ddp_gan / ddp_gan_spawn
 
@@ -42,9 +44,18 @@ def resolve_strategy(trainer_cfg: DictConfig) -> str | Any:
     n = _device_count(trainer_cfg.get("devices", 1), str(trainer_cfg.get("accelerator", "auto")))
     if n * int(trainer_cfg.get("num_nodes", 1)) <= 1:
         return "auto"
+    if under_submitit("slurm"):  # srun started one process per rank already
+        return "ddp_gan"
     sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     # A -m sweep re-runs itself in every DDP child; spawned workers do not.
     return "ddp_gan_spawn" if sweeping else "ddp_gan"
+
+
+def under_submitit(executor: str | None = None) -> bool:
+    """True inside a job started by submitit (``hydra/launcher=slurm|submitit_slurm|submitit_local``),
+    of the given executor (slurm, local) when one is named."""
+    name = os.environ.get("SUBMITIT_EXECUTOR", "")
+    return bool(name) and (executor is None or name == executor)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -127,7 +138,10 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     validate(cfg)
-    ckpt_path = resolve_resume(cfg.get("resume"), cfg.get("ckpt_path"), cfg.paths.output_dir, warn=rank_zero_info)
+    resume = cfg.get("resume")
+    if resume is None and cfg.get("ckpt_path") is None and under_submitit("slurm"):
+        resume = "auto"  # a requeued job continues from its own folder's last.ckpt
+    ckpt_path = resolve_resume(resume, cfg.get("ckpt_path"), cfg.paths.output_dir, warn=rank_zero_info)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
     datamodule.setup("fit")  # read the data before loading any model: bad paths and files fail fast
@@ -145,3 +159,29 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if not cfg.trainer.get("fast_dev_run"):
         rank_zero_info(f"run folder: {cfg.paths.output_dir}")
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def optimized_metric(cfg: DictConfig) -> str:
+    """``optimized_metric``, with ``auto`` resolved: whole-caption accuracy on shapes, FID when the
+    training metrics compute it, else D's matching margin on val."""
+    name = str(cfg.get("optimized_metric") or "auto")
+    if name != "auto":
+        return name
+    if str(OmegaConf.select(cfg, "data._target_", default="")).endswith("ShapesDataModule"):
+        return "metrics/caption_accuracy"
+    if OmegaConf.select(cfg, "callbacks.sample_metrics.inception_weights", default=None):
+        return "metrics/fid"
+    return "val/match_margin"
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value train.py returns. In a -m sweep a missing metric is an error naming what was
+    logged (a sweeper cannot rank a trial without it); in a single run it is None."""
+    name = optimized_metric(cfg)
+    if name in metrics:
+        return metrics[name]
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(f"optimized_metric={name!r} was not logged by this run; logged: {sorted(metrics)}. "
+                          "Set optimized_metric=KEY (e.g. val/match_margin) or enable the metric "
+                          "(callbacks.sample_metrics)")
+    return None

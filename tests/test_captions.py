@@ -6,15 +6,22 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import caption_layouts as layouts
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
 from PIL import Image
 
-import caption_layouts as layouts
-from conftest import run_script
-from datamodules.captions import (CaptionedImageDataset, DataError, ImageCaptions, OneCaptionPerImageSampler,
-                                  clean_caption, open_rgb, resize_crop)
+from datamodules.captions import (
+    CaptionedImageDataset,
+    DataError,
+    ImageCaptions,
+    OneCaptionPerImageSampler,
+    clean_caption,
+    open_rgb,
+    resize_crop,
+)
 from datamodules.coco import CocoDataModule
 from datamodules.cub import CubDataModule
 from datamodules.flickr8k import Flickr8kDataModule

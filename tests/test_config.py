@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import compose_train, run_script
+
 from lightning_modules.config_checks import ConfigError, validate
 
 

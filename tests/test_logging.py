@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import compose_train
 from PIL import Image
 
-from conftest import compose_train
 from lightning_modules.training import run_training
 
 

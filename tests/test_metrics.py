@@ -10,11 +10,15 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
 from torch import nn
 
-from conftest import run_script
 from datamodules import shapes_oracle as so
-from lightning_modules import metrics
+from lightning_modules.errors import MetricsError
+from lightning_modules.metrics import caption_accuracy as ca
+from lightning_modules.metrics import clip as clip_metrics
+from lightning_modules.metrics import inception as im
+from lightning_modules.metrics.frechet import frechet_distance
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +33,7 @@ def held_out():
 
 def test_oracle_reads_held_out_renders(oracle, held_out):
     images, scenes = held_out
-    scores = so.caption_scores(oracle, images, scenes)
+    scores = ca.caption_scores(oracle, images, scenes)
     assert min(scores[k] for k in ("shape", "color", "size", "position")) >= 0.98, scores
     assert scores["caption"] >= 0.95, scores
 
@@ -37,10 +41,10 @@ def test_oracle_reads_held_out_renders(oracle, held_out):
 def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
     images, scenes = held_out
     noise = torch.rand(500, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    scores = so.caption_scores(oracle, noise, scenes[:500])
+    scores = ca.caption_scores(oracle, noise, scenes[:500])
     assert scores["caption"] <= 0.02 and scores["color"] <= 0.3 and scores["shape"] <= 0.35, scores
     # mismatched scenes: right images, wrong captions
-    wrong = so.caption_scores(oracle, images[:500], scenes[500:1000])
+    wrong = ca.caption_scores(oracle, images[:500], scenes[500:1000])
     assert wrong["caption"] <= 0.05, wrong
 
 
@@ -49,21 +53,21 @@ def test_a_missing_object_is_wrong_on_every_attribute(oracle):
 
     described = Scene((ShapeObject("circle", "red", "large", "left"),), ((0.0, 0.0),))
     blank = -torch.ones(4, 3, 32, 32)
-    scores = so.caption_scores(oracle, blank, [described] * 4)
+    scores = ca.caption_scores(oracle, blank, [described] * 4)
     assert scores == {"shape": 0.0, "color": 0.0, "size": 0.0, "position": 0.0, "caption": 0.0}
     # the same object drawn in the wrong cell: right shape, colour and size, wrong position
     moved = Scene((ShapeObject("circle", "red", "large", "right"),), ((0.0, 0.0),))
     image = torch.from_numpy(np.asarray(render(moved, 32))).permute(2, 0, 1).float()[None] / 127.5 - 1
-    scores = so.caption_scores(oracle, image, [described])
+    scores = ca.caption_scores(oracle, image, [described])
     assert scores == {"shape": 1.0, "color": 1.0, "size": 1.0, "position": 0.0, "caption": 0.0}
 
 
 def test_oracle_frechet_distance(oracle, held_out):
     images, _ = held_out
     a, b = oracle.features(images[:1000]), oracle.features(images[1000:])
-    same = so.frechet_distance(a, b)
-    noisy = so.frechet_distance(a, oracle.features((images[1000:] + 0.5 * torch.randn_like(images[1000:])).clamp(-1, 1)))
-    assert abs(so.frechet_distance(a, a)) < 1e-6 * max(1.0, float(a.var(0).sum()))
+    same = frechet_distance(a, b)
+    noisy = frechet_distance(a, oracle.features((images[1000:] + 0.5 * torch.randn_like(images[1000:])).clamp(-1, 1)))
+    assert abs(frechet_distance(a, a)) < 1e-6 * max(1.0, float(a.var(0).sum()))
     assert noisy > 10 * same > 0
 
 
@@ -94,25 +98,25 @@ def _random_inception_file(path: Path) -> Path:
 
 
 def test_fid_kid_is_on_a_random_inception(tmp_path):
-    inception = metrics.load_inception(_random_inception_file(tmp_path / "inception.pth"))
+    inception = im.load_inception(_random_inception_file(tmp_path / "inception.pth"))
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
     other = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
     shifted = (other * 0.3 + 0.6).clamp(-1, 1)
-    f_base, logits = metrics.inception_features(inception, base)
-    f_other, _ = metrics.inception_features(inception, other)
-    f_shift, _ = metrics.inception_features(inception, shifted)
+    f_base, logits = im.inception_features(inception, base)
+    f_other, _ = im.inception_features(inception, other)
+    f_shift, _ = im.inception_features(inception, shifted)
     assert f_base.shape == (10, 2048) and f_base.std() > 0
-    assert abs(metrics.fid(f_base, f_base)) < 1e-3 * metrics.fid(f_base, f_shift)
-    assert metrics.fid(f_base, f_shift) > 2 * metrics.fid(f_base, f_other)
-    assert metrics.kid(f_base, f_shift, subsets=5)[0] > metrics.kid(f_base, f_other, subsets=5)[0]
-    score, _ = metrics.inception_score(logits, splits=2)
+    assert abs(im.fid(f_base, f_base)) < 1e-3 * im.fid(f_base, f_shift)
+    assert im.fid(f_base, f_shift) > 2 * im.fid(f_base, f_other)
+    assert im.kid(f_base, f_shift, subsets=5)[0] > im.kid(f_base, f_other, subsets=5)[0]
+    score, _ = im.inception_score(logits, splits=2)
     assert 1.0 <= score <= 1008
 
 
 def test_missing_inception_weights_say_where_to_get_them(tmp_path):
-    with pytest.raises(metrics.MetricsError, match="metrics.inception_weights.*weights-inception-2015-12-05"):
-        metrics.load_inception(tmp_path / "nope.pth")
+    with pytest.raises(MetricsError, match="metrics.inception_weights.*weights-inception-2015-12-05"):
+        im.load_inception(tmp_path / "nope.pth")
 
 
 def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
@@ -129,6 +133,8 @@ def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     assert m["caption_accuracy/real_reference"] >= 0.9  # the real renders of the same captions
     assert protocol["samples"] == 24 and protocol["real_split"] == "test" and protocol["generator"] == "EMA"
     assert protocol["oracle"]["renderer_digest"] == so.renderer_digest()
+    assert set(protocol["metrics"]) == {"caption_accuracy", "clip_score"}  # each name's protocol, from the registry
+    assert protocol["subset"]["seed"] == 0 and protocol["subset"]["split_images"] == 2048
     assert "caption_accuracy/caption" in result.stdout  # the printed table
 
     bad = run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "metrics=[fid]",
@@ -140,6 +146,7 @@ def test_training_logs_caption_accuracy_and_keeps_the_best_checkpoint(tmp_path, 
     import csv
 
     from conftest import compose_train
+
     from lightning_modules.training import run_training
 
     cfg = compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
@@ -181,15 +188,15 @@ def _tiny_clip(folder: Path) -> Path:
 
 
 def test_clip_score_with_a_local_clip(tmp_path):
-    clip = metrics.load_clip(_tiny_clip(tmp_path / "clip"))
+    clip = clip_metrics.load_clip(_tiny_clip(tmp_path / "clip"))
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1
     captions = ["a red circle", "a blue square", "two dogs", "a cat"]
-    score = metrics.clip_score(images, captions, clip)
+    score = clip_metrics.clip_score(images, captions, clip)
     assert 0.0 <= score <= 100.0
-    assert metrics.clip_score(images, captions, clip) == score  # deterministic
-    with pytest.raises(metrics.MetricsError, match="clip_model=.*huggingface-cli download"):
-        metrics.load_clip(tmp_path / "no_clip_here")
+    assert clip_metrics.clip_score(images, captions, clip) == score  # deterministic
+    with pytest.raises(MetricsError, match="clip_model=.*huggingface-cli download"):
+        clip_metrics.load_clip(tmp_path / "no_clip_here")
 
 
 def test_evaluate_py_on_two_processes_matches_one(trained_run, oracle_cache, tmp_path):
@@ -251,6 +258,6 @@ def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_pa
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)
     trainer.fit(PerfectGenerator(data), datamodule=data)
-    assert callback.captions["caption_accuracy"] == [data.datasets["val"].sample(i)[1] for i in range(24)]
+    assert callback.captions == [data.datasets["val"].sample(i)[1] for i in range(24)]
     assert trainer.callback_metrics["metrics/caption_accuracy"] >= 0.9
     assert abs(float(trainer.callback_metrics["metrics/fid"])) < 1e-3  # the same val images: FID 0

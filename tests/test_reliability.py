@@ -65,7 +65,7 @@ def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, da
 
 def _train_cli(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), *FAST, *DETERMINISTIC, "trainer.max_steps=60",
-            "trainer.val_check_interval=10", "callbacks.model_checkpoint.every_n_train_steps=4",
+            "trainer.val_check_interval=10", "callbacks.model_checkpoint.every_n_batches=2",
             f"hydra.run.dir={run_dir}", *extra]
 
 
@@ -116,7 +116,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
 
 def test_a_corrupt_last_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100",
-                                   "callbacks.model_checkpoint.every_n_train_steps=4"])
+                                   "callbacks.model_checkpoint.every_n_batches=2"])
     run_training(cfg)
     folder = tmp_path / "checkpoints"
     last = folder / "last.ckpt"
@@ -136,7 +136,7 @@ def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
                                    "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]"])
     run_training(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    skipped = ckpt["state_dict"]["skipped"].tolist()
+    skipped = [int(ckpt["state_dict"][k]) for k in ("skipped_d", "skipped_g", "bad_streak")]
     assert skipped == [1, 0, 0]  # one D update skipped; G's loss (fake images only) stayed finite
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     header, *rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
@@ -145,7 +145,7 @@ def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
 
 def test_persistent_nans_stop_the_run_naming_the_last_good_checkpoint(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=40", "trainer.val_check_interval=100",
-                                   "callbacks.model_checkpoint.every_n_train_steps=4", "model.max_bad_batches=3",
+                                   "callbacks.model_checkpoint.every_n_batches=2", "model.max_bad_batches=3",
                                    "+callbacks.inject._target_=conftest.InjectNaN",
                                    f"+callbacks.inject.batches={list(range(5, 20))}"])
     with pytest.raises(DivergenceError) as err:

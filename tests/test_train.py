@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import compose_train, run_script
+
 from lightning_modules.training import run_training
 
 MODELS = ("gan_ga", "dfgan", "dcgan")
@@ -76,7 +76,7 @@ def _adam_steps(ckpt: dict) -> list[int]:
 
 def test_resume_continues_steps_and_optimizer_state(tmp_path):
     first = compose_train(tmp_path / "a", ["trainer.max_steps=6", "trainer.val_check_interval=100",
-                                           "callbacks.model_checkpoint.every_n_train_steps=4"])
+                                           "callbacks.model_checkpoint.every_n_batches=2"])
     run_training(first)
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)

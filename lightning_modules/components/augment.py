@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_modules.checks import Problems, check
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -102,11 +104,17 @@ class DiffAugment(nn.Module):
 
     def __init__(self, *, policy: str | Sequence[str] = "", probability: float = 1.0):
         super().__init__()
+        check(type(self), {"policy": policy, "probability": probability}, "model.augment")
         self.policy = parse_policy(policy)
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"model.augment.probability={probability!r}: must be in [0, 1]")
         self.probability = float(probability)
         self.enabled = bool(self.policy) and self.probability > 0.0
+
+    @classmethod
+    def config_problems(cls, values, key: str = "model.augment") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        p.number("probability", 0, 1)  # the policy is the data set's: data.augment_policy, checked there
+        return p
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not self.enabled:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
+from lightning_modules.checks import Problems, check
 from lightning_modules.components.generators import channels_at, check_image_size
 
 
@@ -146,8 +147,10 @@ class Discriminator(nn.Module):
         word_matching: bool = False,
         match_dim: int = 128,
         match_aggregate: str = "weighted",
+        match_resolution: int = 4,
     ):
         super().__init__()
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
         n_blocks = check_image_size(image_size)
         width = lambda res: channels_at(res, image_size=image_size, base_channels=base_channels,  # noqa: E731
                                         max_multiplier=max_multiplier)
@@ -157,12 +160,36 @@ class Discriminator(nn.Module):
               for i in range(n_blocks))
         )
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection)
-        self.matcher = (WordRegionMatcher(width(4), token_dim or text_dim, match_dim, aggregate=match_aggregate)
+        self.match_resolution = match_resolution
+        self.matcher = (WordRegionMatcher(width(match_resolution), token_dim or text_dim, match_dim,
+                                          regions=match_resolution**2, aggregate=match_aggregate)
                         if word_matching else None)
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.from_rgb(images))
+    @classmethod
+    def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim"):
+            p.number(name, 1, integer=True)
+        p.number("residual_gain", 0)
+        p.choice("match_aggregate", WordRegionMatcher.AGGREGATES)
+        size = values.get("image_size")
+        allowed = [r for r in (4, 8, 16) if size is None or r < size]
+        p.need(values.get("match_resolution", 4) in allowed, "match_resolution",
+               f"the resolution of D's feature map whose regions the words attend over: {allowed}")
+        return p
+
+    def features(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """D's 4x4 feature map; with the word matcher at a finer ``match_resolution``, the pair
+        (4x4 map, the map at that resolution). :meth:`judge` takes either."""
+        h = self.from_rgb(images)
+        regions = None
+        for block in self.blocks:
+            h = block(h)
+            if self.matcher is not None and self.match_resolution != 4 and h.shape[-1] == self.match_resolution:
+                regions = h
+        return h if regions is None else (h, regions)
 
     def judge(self, features: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
               mask: torch.Tensor | None = None, mismatch: torch.Tensor | None = None):
@@ -171,12 +198,13 @@ class Discriminator(nn.Module):
         the B matching ones). Returns (logits [B], mismatched logits [B] or None, similarity
         [B, captions] of the word matcher or None). The matcher's score of each judged pair is added
         to its logit."""
+        features, regions = features if isinstance(features, tuple) else (features, features)
         n = features.shape[0]
         logits = self.head(features, sentence[:n])
         wrong = self.head(features, sentence[mismatch]) if mismatch is not None else None
         if self.matcher is None or tokens is None:
             return logits, wrong, None
-        sim = self.matcher.similarity(self.matcher.regions(features), self.matcher.words(tokens, mask))
+        sim = self.matcher.similarity(self.matcher.regions(regions), self.matcher.words(tokens, mask))
         logits = logits + self.match_gain * sim[:, :n].diagonal()
         if mismatch is not None:
             wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)

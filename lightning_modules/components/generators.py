@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.checks import Problems, check
 from lightning_modules.components.fusion import Condition, Fusion
 from lightning_modules.components.text_encoders import TextFeatures
 
@@ -22,6 +23,9 @@ def channels_at(resolution: int, *, image_size: int, base_channels: int, max_mul
 
 
 IMAGE_SIZES = [2**k for k in range(4, 11)]  # the backbones start (or end) at 4x4 and double per block
+
+
+OUTPUT_ACTIVATIONS = ("none", "tanh")
 
 
 def check_image_size(image_size: int, key: str = "data.image_size") -> int:
@@ -73,8 +77,7 @@ class Generator(nn.Module):
         output_activation: str = "none",
     ):
         super().__init__()
-        if output_activation not in ("none", "tanh"):
-            raise ValueError(f"model.generator.output_activation={output_activation!r} is not one of ('none', 'tanh')")
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.generator")
         n_blocks = check_image_size(image_size)
         self.z_dim = z_dim
         self.image_size = image_size
@@ -89,6 +92,15 @@ class Generator(nn.Module):
         )
         self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(width(image_size), 3, 3, padding=1),
                                     nn.Tanh() if output_activation == "tanh" else nn.Identity())
+
+    @classmethod
+    def config_problems(cls, values, key: str = "model.generator") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        p.choice("output_activation", OUTPUT_ACTIVATIONS)
+        p.number("base_channels", 1, integer=True)
+        p.number("max_multiplier", 1, integer=True)
+        return p
 
     def forward(self, z: torch.Tensor, text: TextFeatures) -> torch.Tensor:
         cond = self.fusion.condition(z, text)

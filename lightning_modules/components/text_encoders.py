@@ -15,11 +15,12 @@ import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
+from lightning_modules.checks import Problems, check
 from lightning_modules.errors import EncoderLoadError
 
 POOLING_MODES = ("mean", "cls", "last", "pooler")
@@ -39,10 +40,6 @@ class TextFeatures:
 
     def index(self, idx: torch.Tensor | slice) -> "TextFeatures":
         return TextFeatures(self.tokens[idx], self.mask[idx], self.pooled[idx])
-
-    def roll(self, shifts: int = 1) -> "TextFeatures":
-        """Mismatched captions: each image gets the caption of its neighbour in the batch."""
-        return TextFeatures(*(t.roll(shifts, dims=0) for t in (self.tokens, self.mask, self.pooled)))
 
     def padded(self, length: int) -> "TextFeatures":
         """Tokens padded (zeros, masked out) to ``length``; unchanged when already that long."""
@@ -159,6 +156,41 @@ def _layer_stack(model: nn.Module) -> nn.ModuleList:
     return max(stacks, key=len)
 
 
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What gan-ga uses of a text encoder: the LightningModule, the text cache, generate.py and
+    export. It is also an ``nn.Module`` (parameters that train, ``state_dict`` for checkpoints). A
+    non-Hugging-Face encoder is one class with these members plus one YAML in ``conf/encoder/``."""
+
+    max_length: int  # tokens per caption; longer ones are truncated
+    weights_in_checkpoint: bool  # False: frozen pretrained weights, reloaded from their source
+
+    @property
+    def out_dim(self) -> int: ...  # width of token features and of the pooled vector
+
+    @property
+    def frozen(self) -> bool: ...  # nothing trains: outputs may be cached
+
+    def __call__(self, captions: Sequence[str]) -> TextFeatures: ...
+
+    def num_tokens(self, text: str) -> int: ...  # before truncation
+
+    def cache_identity(self) -> dict: ...  # everything that determines the outputs (the cache key)
+
+
+FINAL_NORM_NAMES = ("ln_f", "final_layer_norm", "final_layernorm", "norm_f")
+
+
+def _final_norm(model: nn.Module, stack: nn.ModuleList) -> nn.Module | None:
+    """The norm applied after the layer stack (GPT-2 ``ln_f``, T5 / CLIP ``final_layer_norm``), or
+    None (BERT-style models normalise inside each layer)."""
+    inside = {id(m) for m in stack.modules()}
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in FINAL_NORM_NAMES and id(module) not in inside:
+            return module
+    return None
+
+
 class HFTextEncoder(nn.Module):
     """Hugging Face text model -> :class:`TextFeatures`.
 
@@ -191,10 +223,7 @@ class HFTextEncoder(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"encoder.pooling={pooling!r} is not one of {POOLING_MODES}")
-        if mode not in TRAIN_MODES:
-            raise ValueError(f"encoder.mode={mode!r} is not one of {TRAIN_MODES}")
+        check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "encoder")
         self.name = pretrained
         path = resolve_pretrained(pretrained)
         self.tokenizer = _load_tokenizer(path)
@@ -213,6 +242,9 @@ class HFTextEncoder(nn.Module):
             if not 1 <= finetune_last_n <= len(stack):
                 raise ValueError(f"encoder.finetune_last_n={finetune_last_n} must be in 1..{len(stack)}")
             stack[len(stack) - finetune_last_n :].requires_grad_(True)
+            norm = _final_norm(self.model, stack)
+            if norm is not None:  # the norm after the stack reads the tuned layers' output
+                norm.requires_grad_(True)
         elif mode == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -224,6 +256,20 @@ class HFTextEncoder(nn.Module):
         if mode == "frozen":
             self.model.eval()
 
+    @classmethod
+    def config_problems(cls, values, key: str = "encoder") -> list[str]:
+        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        p = Problems(values, key)
+        p.choice("pooling", POOLING_MODES)
+        p.choice("mode", TRAIN_MODES)
+        p.number("max_length", 1, integer=True)
+        if values.get("mode") == "finetune_last_n":
+            p.number("finetune_last_n", 1, integer=True)
+        if values.get("mode") == "lora":
+            p.number("lora_r", 1, integer=True)
+            p.number("lora_dropout", 0, 1, high_open=True)
+        return p
+
     @property
     def out_dim(self) -> int:
         config = self.model.config
@@ -232,6 +278,9 @@ class HFTextEncoder(nn.Module):
     @property
     def frozen(self) -> bool:
         return self.mode == "frozen"
+
+    def num_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
 
     def cache_identity(self) -> dict:
         """What determines this encoder's outputs: the text cache's key (a weights digest included,

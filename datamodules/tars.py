@@ -1,0 +1,120 @@
+"""``data=webdataset``: img2dataset / WebDataset tar shards read in place.
+
+``data.root`` holds ``*.tar`` files (any depth) whose members are grouped by key, WebDataset style:
+``KEY.jpg`` (or .jpeg/.png/.webp) with ``KEY.txt`` (the caption; several lines = several captions);
+``KEY.json`` and img2dataset's ``.parquet`` / ``_stats.json`` files are ignored. Each tar is indexed
+once (member offsets, no image decoded); an image is then read by seeking into its tar, so the
+real-data pipeline of ``captions.py`` applies unchanged: seeded split (``split_fractions``), one
+caption per image per epoch, resumable order, equal disjoint shares under DDP, the text cache.
+Skipped: images without a caption, captions without an image, unreadable tars (named in
+``data_report.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from datamodules.captions import (
+    IMAGE_SUFFIXES,
+    CaptionDataModule,
+    CaptionedImageDataset,
+    DataError,
+    ImageCaptions,
+    SkipCounts,
+    bbox_crop,
+    clean_caption,
+    resize_crop,
+    seeded_split,
+    to_rgb,
+)
+
+
+@dataclass
+class TarMember(ImageCaptions):
+    """An image inside a tar: ``path`` names it (``TAR/KEY.jpg``); ``tar``, ``offset``, ``size`` read it."""
+
+    tar: Path | None = None
+    offset: int = 0
+    size: int = 0
+
+
+def index_tar(tar: Path, root: Path, skips: SkipCounts, max_chars: int) -> list[TarMember]:
+    """The (image, captions) pairs of one tar, in member order."""
+    images: dict[str, tarfile.TarInfo] = {}
+    texts: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tar) as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                key, dot, suffix = member.name.rpartition(".")
+                if not dot:
+                    continue
+                if f".{suffix.lower()}" in IMAGE_SUFFIXES:
+                    images[key] = member
+                elif suffix.lower() == "txt":
+                    texts[key] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        skips.note("unreadable_tars", f"{tar.relative_to(root)} ({type(err).__name__})")
+        return []
+    records = []
+    for key, member in images.items():
+        if key not in texts:
+            skips.note("images_without_captions", f"{tar.name}:{member.name}")
+            continue
+        captions = [c for c in (clean_caption(line, max_chars) for line in
+                                texts.pop(key).decode("utf-8", errors="replace").splitlines()) if c]
+        if not captions:
+            skips.note("empty_captions", f"{tar.name}:{key}.txt")
+            continue
+        records.append(TarMember(path=tar / member.name, captions=captions, tar=tar, offset=member.offset_data,
+                                 size=member.size))
+    for key in texts:
+        skips.note("missing_images", f"{tar.name}:{key}.txt")
+    return records
+
+
+class TarImages(CaptionedImageDataset):
+    def load_image(self, index: int, rng=None):
+        record = self.records[index]
+        try:
+            with open(record.tar, "rb") as f:
+                f.seek(record.offset)
+                image = to_rgb(Image.open(io.BytesIO(f.read(record.size))))
+        except Exception as err:  # noqa: BLE001 - changed on disk after indexing
+            raise DataError(f"{record.path}: unreadable from its tar ({type(err).__name__}: {err})") from err
+        if record.bbox is not None:
+            image = bbox_crop(image, record.bbox)
+        train = self.train
+        return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
+                           random_crop=train and self.random_crop, flip=train and self.hflip, rng=rng)
+
+
+class WebDatasetDataModule(CaptionDataModule):
+    name = "webdataset"
+
+    def __init__(self, *, split_fractions: dict | None = None, **kwargs):
+        self.split_fractions = dict(split_fractions or {"val": 0.05, "test": 0.0})
+        kwargs.update(verify_images=False)  # images are decoded when read, not scanned up front
+        super().__init__(**kwargs)
+
+    @classmethod
+    def where(cls) -> str:
+        return ("data=webdataset reads *.tar shards under data.root (img2dataset output: KEY.jpg + KEY.txt "
+                "per sample).")
+
+    def read(self, skips: SkipCounts) -> dict[str, list[ImageCaptions]]:
+        tars = sorted(p for p in self.root.rglob("*.tar") if p.is_file())
+        if not tars:
+            raise DataError(f"data.root={self.root}: no .tar shards found. {self.where()}")
+        self.layout = f"{len(tars)} tar shards"
+        records = [r for tar in tars for r in index_tar(tar, self.root, skips, self.max_caption_chars)]
+        return seeded_split(records, self.split_fractions, self.seed)
+
+    def make_dataset(self, split: str, records: list[ImageCaptions], **kwargs) -> CaptionedImageDataset:
+        return TarImages(records, **kwargs)

@@ -1,0 +1,102 @@
+"""Beyond one process: Optuna sweeps, submitit launchers (issue 12). The extras ([sweep], [slurm],
+[stream]) are installed by `.ci/run`; the base install stays free of them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import tomllib
+import yaml
+from conftest import ROOT, run_script
+
+EXTRAS = {"sweep": ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
+          "slurm": ("submitit", "hydra_plugins.hydra_submitit_launcher"),
+          "stream": ("litdata", "webdataset")}
+
+
+def test_the_base_install_is_free_of_the_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    for extra in EXTRAS:
+        for requirement in project["optional-dependencies"][extra]:
+            assert requirement.split("=")[0].lower() not in base, requirement
+    # training, generation, evaluation and export import none of them
+    code = ("import sys, lightning_modules.training, lightning_modules.generation, lightning_modules.evaluation, "
+            "lightning_modules.export, datamodules.shapes, datamodules.captions; "
+            f"loaded = [m for m in {sorted(m for ms in EXTRAS.values() for m in ms)!r} if m in sys.modules]; "
+            "print(loaded); assert not loaded")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache):
+    pytest.importorskip("optuna")
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=3", "encoder=tiny",
+                        "trainer.fast_dev_run=true", f"paths.cache_dir={oracle_cache}", "data.num_workers=0",
+                        "callbacks.progress_bar=null", "callbacks.sample_metrics.num_samples=16",
+                        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna" and 0.0 <= best["best_value"] <= 1.0
+    assert set(best["best_params"]) == {"model.optimizer_g.lr", "model.optimizer_d.lr", "model.gp_weight",
+                                        "model.n_critic", "fusion"}
+    trials = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert trials == ["0", "1", "2"]
+    for trial in trials:
+        assert "metrics/caption_accuracy" in (sweep / trial / "csv" / "metrics.csv").read_text()
+
+
+def test_a_sweep_whose_metric_is_not_logged_stops_with_the_key(tmp_path, oracle_cache):
+    pytest.importorskip("optuna")
+    result = run_script("train.py", "-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=1", "encoder=tiny",
+                        "trainer.fast_dev_run=true", f"paths.cache_dir={oracle_cache}", "data.num_workers=0",
+                        "optimized_metric=val/nothing", "callbacks.sample_metrics=null",
+                        f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, timeout=600)
+    assert result.returncode == 2
+    assert "optimized_metric='val/nothing' was not logged" in result.stderr
+
+
+def test_submitit_local_launcher_runs_every_job(tmp_path, oracle_cache):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "hydra/launcher=submitit_local", "fusion=concat,affine", "encoder=tiny",
+                        "trainer.fast_dev_run=true", f"paths.cache_dir={oracle_cache}", "data.num_workers=0",
+                        "callbacks.progress_bar=null", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
+                        cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, fusion in ((0, "concat"), (1, "affine")):
+        job_dir = sweep / str(job)
+        assert f"fusion={fusion}" in (job_dir / ".hydra" / "overrides.yaml").read_text()
+        assert "`Trainer.fit` stopped" in (job_dir / "train.log").read_text()
+
+
+def test_the_slurm_launcher_asks_for_one_task_per_gpu(tmp_path):
+    """The composed launcher config (no SLURM here): nodes and tasks follow the trainer."""
+    pytest.importorskip("submitit")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=8", "trainer.num_nodes=4"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (4, 8, 8)
+    assert launcher["max_num_timeout"] > 0 and launcher["signal_delay_s"] >= 60
+
+
+def test_inside_a_slurm_job_ranks_are_not_spawned_and_resume_is_automatic(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from lightning_modules.training import resolve_strategy, under_submitit
+
+    trainer = OmegaConf.create({"accelerator": "cpu", "devices": 2, "strategy": "auto", "num_nodes": 1})
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert not under_submitit()
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert under_submitit("slurm") and resolve_strategy(trainer) == "ddp_gan"

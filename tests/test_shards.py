@@ -1,0 +1,145 @@
+"""Streaming shards (issue 12): written from a real source, read back as the same batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import caption_layouts as layouts
+import pytest
+import torch
+from conftest import ROOT, compose_train
+
+pytest.importorskip("litdata")
+
+SIZE = ["data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.persistent_workers=false"]
+
+
+def _folder_source(root: Path, n: int = 22) -> Path:
+    """A folder data set with enough images for several batches (plus the layout's quirks)."""
+    layouts.folder(root)
+    for i in range(n):
+        layouts.write_image(root / "more" / f"extra_{i}.png", "rgb", seed=100 + i)
+        (root / "more" / f"extra_{i}.txt").write_text(f"extra picture number {i}\nanother caption {i}\n")
+    return root
+
+
+def _datamodule(tmp_path: Path, overrides: list[str]):
+    from lightning_modules.loading import build
+
+    cfg = compose_train(tmp_path / "run", [*overrides, *SIZE])
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _make_shards(tmp_path: Path, source: Path) -> tuple[Path, object]:
+    from datamodules.shards import write_shards
+
+    folder = _datamodule(tmp_path, ["data=folder", f"data.root={source}"])
+    out = tmp_path / "shards"
+    write_shards(folder, out, source={"data": {"_target_": "datamodules.folder.FolderDataModule"}}, chunk_bytes="4kb")
+    return out, folder
+
+
+def _batches(loader) -> list[tuple[torch.Tensor, list[str]]]:
+    return [(b["image"], list(b["caption"])) for b in loader]
+
+
+def test_shards_give_the_folder_sources_batches_and_skip_counts(tmp_path):
+    out, folder = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+    assert len(list((out / "train").glob("chunk-*.bin"))) > 1  # several shards
+    shards = _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
+    assert shards.skips.counts() == folder.skips.counts() and sum(folder.skips.counts().values()) > 0
+    for split in ("train", "val"):
+        loader = getattr(folder, f"{split}_dataloader")
+        mine = getattr(shards, f"{split}_dataloader")
+        expected, got = _batches(loader()), _batches(mine())
+        assert len(expected) == len(got) > 0
+        for (e_img, e_cap), (g_img, g_cap) in zip(expected, got):
+            assert e_cap == g_cap
+            torch.testing.assert_close(e_img, g_img, rtol=0, atol=0)
+    assert shards.all_captions() == folder.all_captions()  # so the text cache is shared too
+
+
+def test_a_resumed_run_reads_the_next_unseen_batch(tmp_path):
+    out, _ = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+    shards = _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
+    full = _batches(shards.train_dataloader())
+    position = {"batches": 2}
+    from datamodules.captions import OneCaptionPerImageSampler
+
+    dataset = shards.datasets["train"]
+    sampler = OneCaptionPerImageSampler(dataset, shuffle=True, fixed=False, seed=shards.seed, drop_last=True,
+                                        position=lambda: position["batches"], batch_size=shards.batch_size,
+                                        tag_epoch=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=shards.batch_size, sampler=sampler, drop_last=True)
+    resumed = _batches(loader)
+    assert [c for _, c in resumed] == [c for _, c in full[2:]]
+    torch.testing.assert_close(resumed[0][0], full[2][0], rtol=0, atol=0)
+
+
+def _rank_share(fabric, input_dir: str, run_dir: str) -> list[str]:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"_target_": "datamodules.shards.ShardsDataModule", "input_dir": input_dir,
+                            "image_size": 32, "batch_size": 4, "num_workers": 0, "cache_text": False,
+                            "persistent_workers": False, "cache_dir": run_dir})
+    datamodule = instantiate(cfg)
+    datamodule.setup("fit")
+    return [c for batch in datamodule.train_dataloader() for c in batch["caption"]]
+
+
+def test_two_ddp_ranks_read_disjoint_equal_shares(tmp_path):
+    from process_group import run_on_processes
+
+    out, folder = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+    outcomes = run_on_processes(_rank_share, str(out), str(tmp_path / "cache"), world=2, timeout=180)
+    assert sorted(outcomes) == [0, 1] and all(status == "ok" for status, _ in outcomes.values()), outcomes
+    first, second = outcomes[0][1], outcomes[1][1]
+    assert len(first) == len(second) > 0
+    assert not set(first) & set(second)
+    assert len(first) + len(second) <= folder.datasets["train"].num_images
+
+
+def test_a_missing_or_damaged_shard_is_named(tmp_path):
+    from datamodules.captions import DataError
+
+    out, _ = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+    chunks = sorted((out / "train").glob("chunk-*.bin"))
+    data = chunks[1].read_bytes()
+    chunks[1].write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=rf"{chunks[1].name}: damaged shard"):
+        _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
+    chunks[1].unlink()
+    with pytest.raises(DataError, match=rf"{chunks[1].name}: missing shard"):
+        _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
+    (out / "manifest.json").unlink()
+    with pytest.raises(DataError, match="no manifest.json"):
+        _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
+
+
+def test_make_shards_cli_then_train_on_them(tmp_path):
+    source = _folder_source(tmp_path / "data")
+    out = tmp_path / "cli_shards"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
+                             f"out={out}", f"hydra.run.dir={tmp_path}/make"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote shards to" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["images"] > 0 and manifest["skipped"]["missing_images"] == 1
+    again = subprocess.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
+                            f"out={out}", f"hydra.run.dir={tmp_path}/make2"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert again.returncode == 2 and "already holds shards" in again.stderr
+    from lightning_modules.training import run_training
+
+    cfg = compose_train(tmp_path / "train", ["data=shards", f"data.input_dir={out}", *SIZE,
+                                             "trainer.fast_dev_run=true"])
+    run_training(cfg)
