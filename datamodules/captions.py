@@ -71,6 +71,7 @@ class SkipCounts:
     empty_captions: int = 0  # captions empty after clean-up
     unreadable_images: int = 0  # files that exist but do not decode (truncated, corrupt, not images)
     images_without_captions: int = 0  # image files no caption names (folder and CUB layouts)
+    unreadable_tars: int = 0  # tar shards that cannot be opened (data=webdataset)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, reason: str, example: str, n: int = 1) -> None:

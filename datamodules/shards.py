@@ -2,9 +2,10 @@
 
 ``python -m datamodules.make_shards data=SOURCE out=DIR`` writes::
 
-    DIR/manifest.json        format, source config, per split: captions (and CUB boxes) of every image,
-                             the skipped counts of the source
-    DIR/{train,val,test}/    litdata chunks (index.json + chunk-*.bin): item i = the image file's bytes
+    DIR/manifest.json        format, source config, per split: where its images start, captions (and CUB
+                             boxes) of every image; the skipped counts of the source
+    DIR/images/              litdata chunks (index.json + chunk-*.bin): item i = an image file's bytes,
+                             the splits one after another (train, val, test)
 
 ``data=shards data.input_dir=DIR`` reads them: the records (captions, boxes) come from the manifest,
 the image bytes from the chunks, and everything else is the real-data pipeline of ``captions.py``
@@ -38,6 +39,7 @@ from lightning_modules.files import write_text
 
 FORMAT = "gan-ga shards v1"
 MANIFEST = "manifest.json"
+IMAGES = "images"
 
 
 def _is_url(path: str) -> bool:
@@ -75,15 +77,15 @@ def write_shards(datamodule, out: str | Path, *, source: dict, chunk_bytes: str 
     if (out / MANIFEST).exists():
         raise DataError(f"out={str(out)!r} already holds shards ({MANIFEST}); choose a new folder or delete it")
     manifest: dict = {"format": FORMAT, "source": source, "splits": {}}
+    inputs = []
     for split in SPLIT_NAMES:
         records = source_records(datamodule, split)
-        if not records:
-            continue
-        optimize(fn=_image_item, inputs=[(i, path, data) for i, (_, _, path, data) in enumerate(records)],
-                 output_dir=str(out / split), chunk_bytes=chunk_bytes, num_workers=1, reorder_files=False,
-                 mode="overwrite")
-        manifest["splits"][split] = {"images": len(records), "captions": [r[0] for r in records],
+        manifest["splits"][split] = {"start": len(inputs), "images": len(records), "captions": [r[0] for r in records],
                                      "bbox": [r[1] for r in records]}
+        inputs += [(len(inputs), path, data) for _, _, path, data in records]
+    # one writer process, inputs in order: item i of the chunks is input i
+    optimize(fn=_image_item, inputs=inputs, output_dir=str(out / IMAGES), chunk_bytes=chunk_bytes, num_workers=1,
+             reorder_files=False, mode="overwrite")
     skips = getattr(datamodule, "skips", None)
     manifest["skipped"] = skips.counts() if skips is not None else {}
     manifest["layout"] = getattr(datamodule, "layout", "")
@@ -112,7 +114,7 @@ def read_manifest(input_dir: str) -> dict:
 
 
 def check_chunks(folder: Path, expected: int) -> None:
-    """A local split folder: litdata's index present and every chunk it lists whole."""
+    """A local shards folder: litdata's index present and every chunk it lists whole."""
     index_file = folder / "index.json"
     try:
         index = json.loads(index_file.read_text())
@@ -136,9 +138,9 @@ def check_chunks(folder: Path, expected: int) -> None:
 class ShardImages(CaptionedImageDataset):
     """A split read from shards: records from the manifest, image bytes from litdata chunks."""
 
-    def __init__(self, records: list[ImageCaptions], *, folder: str, **kwargs):
+    def __init__(self, records: list[ImageCaptions], *, folder: str, start: int = 0, **kwargs):
         super().__init__(records, **kwargs)
-        self.folder = folder
+        self.folder, self.start = folder, start
         self._stream = None  # opened lazily in each process (DataLoader workers included)
 
     def __getstate__(self) -> dict:
@@ -154,7 +156,7 @@ class ShardImages(CaptionedImageDataset):
     def load_image(self, index: int, rng=None):
         record = self.records[index]
         try:
-            data = self._images()[index]["image"]
+            data = self._images()[self.start + index]["image"]
             image = to_rgb(Image.open(io.BytesIO(data)))
         except Exception as err:  # noqa: BLE001 - a damaged chunk: name it
             raise DataError(f"{self.folder}: image {index} unreadable from its shard ({type(err).__name__}: {err}); "
@@ -194,13 +196,14 @@ class ShardsDataModule(CaptionDataModule):
             if n:
                 skips.note(reason, "(counted when the shards were written)", n)
         self.layout = f"shards of {manifest.get('source', {}).get('data', {}).get('_target_', '?')}"
+        if not _is_url(self.input_dir):
+            check_chunks(Path(self.input_dir) / IMAGES, sum(int(i["images"]) for i in manifest["splits"].values()))
+        self.starts = {split: int(info["start"]) for split, info in manifest["splits"].items()}
         splits = {}
         for split, info in manifest["splits"].items():
-            if not _is_url(self.input_dir):
-                check_chunks(Path(self.input_dir) / split, int(info["images"]))
             splits[split] = [ImageCaptions(path=Path(split) / str(i), captions=list(c), bbox=tuple(b) if b else None)
                              for i, (c, b) in enumerate(zip(info["captions"], info["bbox"]))]
         return splits
 
     def make_dataset(self, split: str, records: list[ImageCaptions], **kwargs) -> CaptionedImageDataset:
-        return ShardImages(records, folder=f"{self.input_dir.rstrip('/')}/{split}", **kwargs)
+        return ShardImages(records, folder=f"{self.input_dir.rstrip('/')}/{IMAGES}", start=self.starts[split], **kwargs)

@@ -46,7 +46,9 @@ def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache
     trials = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert trials == ["0", "1", "2"]
     for trial in trials:
-        assert "metrics/caption_accuracy" in (sweep / trial / "csv" / "metrics.csv").read_text()
+        overrides = (sweep / trial / ".hydra" / "overrides.yaml").read_text()
+        assert "model.optimizer_g.lr=" in overrides and "fusion=" in overrides
+        assert "`Trainer.fit` stopped" in (sweep / trial / "train.log").read_text()
 
 
 def test_a_sweep_whose_metric_is_not_logged_stops_with_the_key(tmp_path, oracle_cache):
@@ -100,3 +102,63 @@ def test_inside_a_slurm_job_ranks_are_not_spawned_and_resume_is_automatic(tmp_pa
     assert not under_submitit()
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     assert under_submitit("slurm") and resolve_strategy(trainer) == "ddp_gan"
+
+
+def _img2dataset_shard(path, start: int, n: int) -> None:
+    """An img2dataset-style tar: KEY.jpg + KEY.txt + KEY.json per sample."""
+    import io
+    import json
+    import tarfile
+
+    import caption_layouts as layouts
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for i in range(start, start + n):
+            image = layouts.write_image(path.parent / "tmp" / f"{i}.jpg", "rgb", seed=i)
+            add(f"{i:09d}.jpg", image.read_bytes())
+            add(f"{i:09d}.txt", f"a picture with number {i}".encode())
+            add(f"{i:09d}.json", json.dumps({"key": f"{i:09d}"}).encode())
+        add(f"{start + n:09d}.jpg", image.read_bytes())  # an image without its caption
+        add(f"{start + n + 1:09d}.txt", b"a caption without its image")
+
+
+def test_webdataset_tars_are_read_in_place_with_skips_counted(tmp_path):
+    from conftest import compose_train
+
+    from lightning_modules.loading import build
+    from lightning_modules.training import run_training
+
+    root = tmp_path / "tars"
+    _img2dataset_shard(root / "00000.tar", 0, 10)
+    _img2dataset_shard(root / "sub" / "00001.tar", 100, 10)
+    (root / "00002.tar").write_bytes(b"not a tar at all")
+    overrides = ["data=webdataset", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+                 "data.num_workers=0"]
+    cfg = compose_train(tmp_path / "run", overrides)
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    counts = datamodule.skips.counts()
+    assert counts["images_without_captions"] == 2 and counts["missing_images"] == 2 and counts["unreadable_tars"] == 1
+    assert sum(d.num_images for d in (datamodule.datasets["train"], datamodule.datasets["val"])) == 20
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["caption"][0].startswith("a picture with number")
+    run_training(compose_train(tmp_path / "fit", [*overrides, "trainer.fast_dev_run=true"]))
+
+
+def test_a_requeued_slurm_job_resumes_from_its_folder(tmp_path, monkeypatch):
+    import torch
+    from conftest import compose_train
+
+    from lightning_modules.training import run_training
+
+    run_training(compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100"]))
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    run_training(compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=100"]))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["gan_ga"]["batches_seen"] == 4  # 2 batches, then 2 more after the "requeue"

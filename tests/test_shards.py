@@ -45,13 +45,21 @@ def _make_shards(tmp_path: Path, source: Path) -> tuple[Path, object]:
     return out, folder
 
 
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Path, object, Path]:
+    """(shards folder, the folder source's data module, a scratch folder): written once."""
+    tmp = tmp_path_factory.mktemp("shards")
+    out, folder = _make_shards(tmp, _folder_source(tmp / "data"))
+    return out, folder, tmp
+
+
 def _batches(loader) -> list[tuple[torch.Tensor, list[str]]]:
     return [(b["image"], list(b["caption"])) for b in loader]
 
 
-def test_shards_give_the_folder_sources_batches_and_skip_counts(tmp_path):
-    out, folder = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
-    assert len(list((out / "train").glob("chunk-*.bin"))) > 1  # several shards
+def test_shards_give_the_folder_sources_batches_and_skip_counts(written, tmp_path):
+    out, folder, _ = written
+    assert len(list((out / "images").glob("chunk-*.bin"))) > 1  # several shards
     shards = _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
     assert shards.skips.counts() == folder.skips.counts() and sum(folder.skips.counts().values()) > 0
     for split in ("train", "val"):
@@ -65,8 +73,8 @@ def test_shards_give_the_folder_sources_batches_and_skip_counts(tmp_path):
     assert shards.all_captions() == folder.all_captions()  # so the text cache is shared too
 
 
-def test_a_resumed_run_reads_the_next_unseen_batch(tmp_path):
-    out, _ = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+def test_a_resumed_run_reads_the_next_unseen_batch(written, tmp_path):
+    out = written[0]
     shards = _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
     full = _batches(shards.train_dataloader())
     position = {"batches": 2}
@@ -94,10 +102,10 @@ def _rank_share(fabric, input_dir: str, run_dir: str) -> list[str]:
     return [c for batch in datamodule.train_dataloader() for c in batch["caption"]]
 
 
-def test_two_ddp_ranks_read_disjoint_equal_shares(tmp_path):
+def test_two_ddp_ranks_read_disjoint_equal_shares(written, tmp_path):
     from process_group import run_on_processes
 
-    out, folder = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
+    out, folder, _ = written
     outcomes = run_on_processes(_rank_share, str(out), str(tmp_path / "cache"), world=2, timeout=180)
     assert sorted(outcomes) == [0, 1] and all(status == "ok" for status, _ in outcomes.values()), outcomes
     first, second = outcomes[0][1], outcomes[1][1]
@@ -106,11 +114,14 @@ def test_two_ddp_ranks_read_disjoint_equal_shares(tmp_path):
     assert len(first) + len(second) <= folder.datasets["train"].num_images
 
 
-def test_a_missing_or_damaged_shard_is_named(tmp_path):
+def test_a_missing_or_damaged_shard_is_named(written, tmp_path):
+    import shutil
+
     from datamodules.captions import DataError
 
-    out, _ = _make_shards(tmp_path, _folder_source(tmp_path / "data"))
-    chunks = sorted((out / "train").glob("chunk-*.bin"))
+    out = tmp_path / "copy"
+    shutil.copytree(written[0], out)
+    chunks = sorted((out / "images").glob("chunk-*.bin"))
     data = chunks[1].read_bytes()
     chunks[1].write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=rf"{chunks[1].name}: damaged shard"):
