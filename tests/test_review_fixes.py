@@ -353,3 +353,25 @@ def test_l_checkpoint_save_now_relies_on_model_checkpoint_internals_that_still_e
     assert torch.load(last, weights_only=False)["global_step"] == 3 == trainer.global_step
     written = last.stat().st_mtime_ns
     assert callback.save_now(trainer) == str(last) and last.stat().st_mtime_ns == written  # already on disk
+
+
+def test_c_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
+    """The generator is given detached text, so any change of the (trainable) encoder in a training
+    batch could only come through D's judgement of the G step, which must not reach it."""
+    from conftest import compose_train
+
+    from lightning_modules.loading import build, build_module
+    from lightning_modules.training import build_trainer
+
+    cfg = compose_train(tmp_path, ["encoder.mode=finetune_last_n", "encoder.finetune_last_n=1",
+                                   "trainer.max_steps=4", "trainer.val_check_interval=100", "model.contrastive_weight=0"])
+    datamodule, module = build(cfg.data), build_module(cfg)
+    forward = module.generator.forward
+    module.generator.forward = lambda z, text: forward(z, text.detach())
+    before = {k: v.clone() for k, v in module.encoder.state_dict().items()}
+    trainable = [n for n, p in module.encoder.named_parameters() if p.requires_grad]
+    assert trainable
+    build_trainer(cfg).fit(module, datamodule=datamodule)
+    assert int(module.batches_seen) == 2
+    after = module.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
