@@ -24,6 +24,8 @@ class Noise(IntEnum):
     AUG_FAKE = 4  # D augmentation of fakes in the D step
     AUG_G = 5  # D augmentation of fakes in the G step
     MISMATCH = 6  # the choice of mismatched captions
+    VAE = 7  # model=vaegan: the reparameterisation noise of the posterior sample
+    AUG_RECON = 8  # model=vaegan: one D augmentation shared by real images and their reconstructions
     EVAL = 11  # evaluate.py and training metrics: noise per sample index
     EVAL_SUBSET = 12  # evaluate.py and training metrics: which images of a split are scored
 
