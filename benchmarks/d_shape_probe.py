@@ -10,7 +10,6 @@ images (one object each) to predict the object's shape, and scored on held-out i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report as report_json  # noqa: E402 - benchmarks/report.py
 
 
 def feature_maps(discriminator, images: torch.Tensor) -> list[torch.Tensor]:
@@ -77,8 +78,8 @@ def main() -> None:
             key = f"{features.shape[-1]}x{features.shape[-1]}"
             result[name][key] = probe(features, labels, sizes, train)
             print(f"{name:12s} {key:6s} shape probe accuracy {result[name][key]['accuracy']:.3f}", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    result["machine"] = report_json.machine()
+    report_json.write(result, Path(args.out) if args.out else None)
 
 
 if __name__ == "__main__":

@@ -136,12 +136,18 @@ def render(scene: Scene, image_size: int) -> Image.Image:
 ATTRIBUTES = ("shape", "color", "size", "position")
 
 
-def counterfactual(scene: Scene, rng: np.random.Generator) -> Scene:
+def counterfactual(scene: Scene, rng: np.random.Generator, weights: Sequence[float] | None = None) -> Scene:
     """The scene with exactly one attribute of one object changed: its caption is wrong in one word
-    (or phrase), the hardest mismatched caption for a discriminator that must read every word."""
+    (or phrase), the hardest mismatched caption for a discriminator that must read every word.
+    ``weights`` (one per :data:`ATTRIBUTES`, default equal) set how often each attribute is the one
+    changed."""
     k = int(rng.integers(len(scene.objects)))
     obj = scene.objects[k]
-    attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+    if weights is None:
+        attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+    else:
+        p = np.asarray(weights, dtype=float)
+        attribute = ATTRIBUTES[int(rng.choice(len(ATTRIBUTES), p=p / p.sum()))]
     if attribute == "position":
         options = [p for p in POSITIONS if p not in {o.position for o in scene.objects}]
     else:
@@ -181,12 +187,14 @@ class ShapesDataset(Dataset):
     """
 
     def __init__(self, *, split: str, length: int, image_size: int = 32, seed: int = 0,
-                 min_objects: int = 1, max_objects: int = 2, negatives: bool = False):
+                 min_objects: int = 1, max_objects: int = 2, negatives: bool = False,
+                 negative_weights: Sequence[float] | None = None):
         if split not in SPLITS:
             raise ValueError(f"shapes split {split!r} is not one of {tuple(SPLITS)}")
         self.split, self.length, self.image_size, self.seed = split, length, image_size, seed
         self.min_objects, self.max_objects = min_objects, max_objects
         self.negatives = negatives
+        self.negative_weights = None if negative_weights is None else tuple(float(w) for w in negative_weights)
 
     def __len__(self) -> int:
         return self.length
@@ -210,7 +218,7 @@ class ShapesDataset(Dataset):
         item = {"image": pixels.float() / 127.5 - 1.0, "caption": text, "attributes": self.attributes(scene)}
         if self.negatives:  # its own random stream: the sample itself is the same with or without
             rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 1])
-            negative = counterfactual(scene, rng)
+            negative = counterfactual(scene, rng, self.negative_weights)
             item.update(negative_caption=caption(negative, rng), negative_attributes=self.attributes(negative))
         return item
 
@@ -233,6 +241,7 @@ class ShapesDataModule(L.LightningDataModule):
         max_objects: int = 2,
         pin_memory: bool = False,
         negatives: bool = False,
+        negative_weights: Sequence[float] | None = None,
         augment_policy: Sequence[str] = (),
         sample_prompts: Sequence[str] = (),
     ):
@@ -244,7 +253,8 @@ class ShapesDataModule(L.LightningDataModule):
         self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects)
         self.datasets = {
-            "train": ShapesDataset(split="train", length=train_size, negatives=negatives, **kw),
+            "train": ShapesDataset(split="train", length=train_size, negatives=negatives,
+                                   negative_weights=negative_weights, **kw),
             "val": ShapesDataset(split="val", length=val_size, **kw),
             "test": ShapesDataset(split="test", length=test_size, **kw),
         }
@@ -258,6 +268,11 @@ class ShapesDataModule(L.LightningDataModule):
         p.number("num_workers", 0, integer=True)
         for name in ("train_size", "val_size", "test_size"):
             p.number(name, 1, integer=True)
+        weights = values.get("negative_weights")
+        p.need(weights is None or (isinstance(weights, (list, tuple)) and len(weights) == len(ATTRIBUTES) and all(isinstance(w, (int, float)) and w >= 0
+                                                                            for w in weights) and sum(weights) > 0),
+               "negative_weights", f"null, or {len(ATTRIBUTES)} non-negative numbers, not all 0: how often each of "
+               f"{list(ATTRIBUTES)} is the attribute a negative caption changes")
         lo, hi = values.get("min_objects", 1), values.get("max_objects", 2)
         p.need(isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= 2, "min_objects",
                f"with {key}.max_objects={hi!r}: need 1 <= min_objects <= max_objects <= 2")

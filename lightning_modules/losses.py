@@ -56,14 +56,23 @@ def matching_aware_gradient_penalty(
     return weight * flat.norm(2, dim=1).pow(power).mean()
 
 
-def contrastive_loss(similarity: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrastive_loss(similarity: torch.Tensor, groups: torch.Tensor, temperature: float,
+                     fake_similarity: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE over a batch's image x caption similarities [B, T] (XMC-GAN), image -> caption and
     caption -> image, averaged. Pair ``(i, i)`` is the positive; captions ``B..T-1`` are extra
     negatives (image -> caption only); pairs of equivalent captions (``groups`` [T] equal, ``i != j``)
-    are left out rather than counted as negatives."""
+    are left out rather than counted as negatives.
+
+    ``fake_similarity`` [B_fake, T] (D's side only): generated images are extra negative *images*
+    of every caption (caption -> image), the fake made from caption ``i`` included, so the matcher
+    learns that a caption is found in real images only, and G cannot satisfy it with images that
+    merely look like the words to an untrained eye."""
     n, t = similarity.shape
     eye = torch.eye(n, t, dtype=torch.bool, device=similarity.device)
     same = (groups[:n, None] == groups[None, :]) & ~eye
     logits = (similarity.float() / temperature).masked_fill(same, float("-inf"))
     target = torch.arange(n, device=similarity.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target))
+    by_caption = logits[:, :n].T
+    if fake_similarity is not None:
+        by_caption = torch.cat([by_caption, fake_similarity[:, :n].float().T / temperature], dim=1)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(by_caption, target))

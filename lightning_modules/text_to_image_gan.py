@@ -123,6 +123,7 @@ class TextToImageGAN(L.LightningModule):
         data_negatives: bool = False,
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.1,
+        contrastive_fakes: bool = False,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -145,7 +146,7 @@ class TextToImageGAN(L.LightningModule):
         self.grad_clip_val = grad_clip_val
         self.max_bad_batches = max_bad_batches
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
-        self.contrastive_temperature = contrastive_temperature
+        self.contrastive_temperature, self.contrastive_fakes = contrastive_temperature, contrastive_fakes
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self._batches = 0  # host copy of ``batches_seen``: seeds and schedules never read the device
@@ -247,11 +248,14 @@ class TextToImageGAN(L.LightningModule):
         sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
         real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
                                              captions.tokens, captions.mask, mismatch)
-        fake_logits = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), text.pooled, text.tokens, text.mask)[0]
+        fake_regions = self.discriminator.matcher_in_logit or self.contrastive_fakes
+        fake_features = features(self.d_input(fake, Noise.AUG_FAKE, critic), regions=fake_regions)
+        fake_logits, _, fake_similarity = judge(fake_features, text.pooled, text.tokens, text.mask)
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if self.contrastive_weight > 0:
-            terms["contrastive"] = contrastive_loss(similarity, groups, self.contrastive_temperature)
+            terms["contrastive"] = contrastive_loss(similarity, groups, self.contrastive_temperature,
+                                                    fake_similarity if self.contrastive_fakes else None)
             loss = loss + self.contrastive_weight * terms["contrastive"]
         if use_gp:
             terms["gp"] = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight,

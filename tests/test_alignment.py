@@ -157,3 +157,53 @@ def test_extra_negatives_join_the_contrastive_terms():
     assert torch.isclose(contrastive_loss(sim, torch.tensor([0, 1, 0]), 0.1), without, atol=1e-5)
     cat = TextFeatures.cat([_text(batch=2, length=3), _text(batch=2, length=6)])
     assert cat.tokens.shape == (4, 6, 12) and not cat.mask[:2, 3:].any()
+
+
+def test_own_matcher_tower_reads_the_image_and_stays_out_of_the_logit():
+    """match_features=own: the matcher's regions come from its own tower (a change of its weights
+    changes the similarities, not D's logit), and judging without regions skips it."""
+    torch.manual_seed(0)
+    d = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                      match_aggregate="mean", match_features="own", match_channels=4, match_resolution=8)
+    assert not d.matcher_in_logit and d.match_gain is None
+    images, text = torch.randn(4, 3, 32, 32), _text()
+    feats = d.features(images)
+    assert isinstance(feats, tuple) and feats[1].shape[-1] == 8
+    logits, _, sim = d.judge(feats, text.pooled, text.tokens, text.mask)
+    torch.testing.assert_close(logits, d.head(feats[0], text.pooled))
+    assert d.judge(d.features(images, regions=False), text.pooled, text.tokens, text.mask)[2] is None
+    with torch.no_grad():
+        d.match_tower.from_rgb.weight.mul_(2.0)
+    logits2, _, sim2 = d.judge(d.features(images), text.pooled, text.tokens, text.mask)
+    torch.testing.assert_close(logits2, logits)
+    assert not torch.allclose(sim2, sim)
+    # the tower's parameters get gradient from the similarities only
+    sim2.sum().backward()
+    assert d.match_tower.from_rgb.weight.grad is not None and d.match_tower.from_rgb.weight.grad.abs().sum() > 0
+
+
+def test_fakes_as_negative_images_raise_the_loss_when_they_match_better():
+    """contrastive_fakes: a fake that matches caption i better than the real image raises D's loss;
+    fakes that match nothing leave it near the loss without fakes."""
+    sim = torch.eye(3) * 0.9
+    groups = torch.arange(3)
+    plain = contrastive_loss(sim, groups, 0.1)
+    unmatched = contrastive_loss(sim, groups, 0.1, fake_similarity=torch.full((3, 3), -1.0))
+    matched = contrastive_loss(sim, groups, 0.1, fake_similarity=torch.eye(3) * 1.0)
+    assert unmatched == pytest.approx(float(plain), abs=1e-3)
+    assert matched > plain + 0.3
+
+
+def test_negative_weights_choose_which_attribute_changes():
+    import numpy as np
+
+    from datamodules.shapes import ATTRIBUTES, ShapesDataset, counterfactual
+
+    data = ShapesDataset(split="train", length=400, max_objects=1)
+    counts = dict.fromkeys(ATTRIBUTES, 0)
+    for i in range(400):
+        scene = data.sample(i)[0]
+        other = counterfactual(scene, np.random.default_rng(i), weights=[1, 0, 0, 1])
+        (changed,) = [a for a in ATTRIBUTES if getattr(other.objects[0], a) != getattr(scene.objects[0], a)]
+        counts[changed] += 1
+    assert counts["color"] == counts["size"] == 0 and 150 < counts["shape"] < 250

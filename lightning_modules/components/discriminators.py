@@ -6,9 +6,17 @@ Two ways D reads the caption:
   sentence vector only;
 * the word-region matcher (``word_matching``) reads every word: each word attends over the 4x4
   image regions (which carry a learned position embedding), and the caption matches the image when
-  its words find regions that look like them (AttnGAN's DAMSM score, learned inside D). Its score of
-  each (image, caption) pair is added to D's logit, and its image x caption similarity matrix is
-  what the contrastive terms (XMC-GAN) compare.
+  its words find regions that look like them (AttnGAN's DAMSM score, learned inside D). Its image x
+  caption similarity matrix is what the contrastive terms (XMC-GAN) compare.
+
+Where the matcher's regions come from (``match_features``):
+
+* ``shared``  D's own feature map; the matcher's score of each judged pair is added to D's logit.
+  The adversarial loss and the MA-GP shape that map: D's last map keeps colour, size and position
+  but forgets shape (``benchmarks/d_shape_probe.py``).
+* ``own``     a small image tower of the matcher's own (:class:`MatchTower`), trained only by the
+  contrastive terms on real pairs (DAMSM's image encoder, trained with D); its score is not part of
+  the adversarial logit. G is trained to make images this tower matches with their own caption.
 """
 
 from __future__ import annotations
@@ -129,6 +137,27 @@ class WordRegionMatcher(nn.Module):
         return (-(log_weight - self.gamma * cos.float()).logsumexp(-1) / self.gamma).to(cos.dtype)
 
 
+class MatchTower(nn.Module):
+    """The matcher's own image encoder: image -> the ``resolution`` x ``resolution`` region map,
+    ``channels`` wide at full resolution, doubling per halving (the same down blocks as D)."""
+
+    def __init__(self, *, image_size: int, resolution: int, channels: int):
+        super().__init__()
+        width = lambda res: channels_at(res, image_size=image_size, base_channels=channels,  # noqa: E731
+                                        max_multiplier=image_size // resolution)
+        n = check_image_size(image_size) - (resolution.bit_length() - 3)
+        self.out_channels = width(resolution)
+        self.from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
+        self.blocks = nn.Sequential(*(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)))
+                                      for i in range(n)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.from_rgb(images))
+
+
+MATCH_FEATURES = ("shared", "own")
+
+
 class Discriminator(nn.Module):
     """``features(images)`` then ``head(features, sentence)``; split so that the features of real
     images are computed once and judged against both the matching and the mismatched caption."""
@@ -148,6 +177,8 @@ class Discriminator(nn.Module):
         match_dim: int = 128,
         match_aggregate: str = "weighted",
         match_resolution: int = 4,
+        match_features: str = "shared",
+        match_channels: int = 32,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
@@ -161,35 +192,49 @@ class Discriminator(nn.Module):
         )
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection)
         self.match_resolution = match_resolution
-        self.matcher = (WordRegionMatcher(width(match_resolution), token_dim or text_dim, match_dim,
+        own = word_matching and match_features == "own"
+        self.match_tower = (MatchTower(image_size=image_size, resolution=match_resolution, channels=match_channels)
+                            if own else None)
+        region_ch = self.match_tower.out_channels if own else width(match_resolution)
+        self.matcher = (WordRegionMatcher(region_ch, token_dim or text_dim, match_dim,
                                           regions=match_resolution**2, aggregate=match_aggregate)
                         if word_matching else None)
-        self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
+        self.match_gain = nn.Parameter(torch.ones(1)) if word_matching and not own else None
 
     @classmethod
     def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
         """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
         p = Problems(values, key)
-        for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim"):
+        for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim", "match_channels"):
             p.number(name, 1, integer=True)
         p.number("residual_gain", 0)
         p.choice("match_aggregate", WordRegionMatcher.AGGREGATES)
+        p.choice("match_features", MATCH_FEATURES)
         size = values.get("image_size")
         allowed = [r for r in (4, 8, 16) if size is None or r < size]
         p.need(values.get("match_resolution", 4) in allowed, "match_resolution",
                f"the resolution of D's feature map whose regions the words attend over: {allowed}")
         return p
 
-    def features(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """D's 4x4 feature map; with the word matcher at a finer ``match_resolution``, the pair
-        (4x4 map, the map at that resolution). :meth:`judge` takes either."""
+    @property
+    def matcher_in_logit(self) -> bool:
+        """Whether the word matcher's score is part of the adversarial logit (``match_features=shared``)."""
+        return self.match_gain is not None
+
+    def features(self, images: torch.Tensor, regions: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """D's 4x4 feature map; with the word matcher reading another map (a finer
+        ``match_resolution``, or its own tower), the pair (4x4 map, the matcher's region map).
+        :meth:`judge` takes either. ``regions=False``: the 4x4 map alone, for judging without the
+        own-tower matcher (fakes in the D step, the penalty)."""
         h = self.from_rgb(images)
-        regions = None
+        shared_regions = None
         for block in self.blocks:
             h = block(h)
-            if self.matcher is not None and self.match_resolution != 4 and h.shape[-1] == self.match_resolution:
-                regions = h
-        return h if regions is None else (h, regions)
+            if self.matcher_in_logit and self.match_resolution != 4 and h.shape[-1] == self.match_resolution:
+                shared_regions = h
+        if self.match_tower is not None:
+            return (h, self.match_tower(images)) if regions else h
+        return h if shared_regions is None else (h, shared_regions)
 
     def judge(self, features: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
               mask: torch.Tensor | None = None, mismatch: torch.Tensor | None = None):
@@ -202,9 +247,11 @@ class Discriminator(nn.Module):
         n = features.shape[0]
         logits = self.head(features, sentence[:n])
         wrong = self.head(features, sentence[mismatch]) if mismatch is not None else None
-        if self.matcher is None or tokens is None:
+        if self.matcher is None or tokens is None or (self.match_tower is not None and regions is features):
             return logits, wrong, None
         sim = self.matcher.similarity(self.matcher.regions(regions), self.matcher.words(tokens, mask))
+        if not self.matcher_in_logit:
+            return logits, wrong, sim
         logits = logits + self.match_gain * sim[:, :n].diagonal()
         if mismatch is not None:
             wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)
@@ -212,4 +259,5 @@ class Discriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.judge(self.features(images), sentence, tokens, mask)[0]
+        """D's logit of each (image, caption) pair."""
+        return self.judge(self.features(images, regions=self.matcher_in_logit), sentence, tokens, mask)[0]
