@@ -269,8 +269,9 @@ class ShapesDataModule(L.LightningDataModule):
         for name in ("train_size", "val_size", "test_size"):
             p.number(name, 1, integer=True)
         weights = values.get("negative_weights")
-        p.need(weights is None or (isinstance(weights, (list, tuple)) and len(weights) == len(ATTRIBUTES) and all(isinstance(w, (int, float)) and w >= 0
-                                                                            for w in weights) and sum(weights) > 0),
+        numbers = not isinstance(weights, (str, int, float)) and hasattr(weights, "__len__")
+        p.need(weights is None or (numbers and len(weights) == len(ATTRIBUTES) and sum(weights) > 0
+                                   and all(isinstance(w, (int, float)) and w >= 0 for w in weights)),
                "negative_weights", f"null, or {len(ATTRIBUTES)} non-negative numbers, not all 0: how often each of "
                f"{list(ATTRIBUTES)} is the attribute a negative caption changes")
         lo, hi = values.get("min_objects", 1), values.get("max_objects", 2)

@@ -199,32 +199,51 @@ class TextToImageGAN(L.LightningModule):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        images, text, negatives, groups, mismatch = self.batch_inputs(batch)
+        # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
+        # then the G step back-propagates through the same images (judged by the updated D)
+        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
+        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, lambda critic: fake, mismatch, groups, negatives)
+        with self.toggled_optimizer(opt_g):
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
+        self.end_batch(d_logs, g_logs, d_ok, g_ok, images.shape[0])
+
+    def batch_inputs(self, batch: dict) -> tuple[torch.Tensor, TextFeatures, TextFeatures | None, torch.Tensor,
+                                                 torch.Tensor]:
+        """(images, text features, the data set's negatives or None, caption groups, mismatch indices)."""
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         text, negatives = self.text_of(batch), self.negatives_of(batch)
         groups, mismatch = self.pairs(batch, text, negatives)
-        d_ok = torch.ones((), dtype=torch.bool, device=self.device)
-        # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
-        # then the G step back-propagates through the same images (judged by the updated D)
-        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
-        with self.toggled_optimizer(opt_d):
+        return images, text, negatives, groups, mismatch
+
+    def discriminator_phase(self, images: torch.Tensor, text: TextFeatures, optimizer,
+                            fake_of: Callable[[int], torch.Tensor | None], mismatch: torch.Tensor,
+                            groups: torch.Tensor, negatives: TextFeatures | None) -> tuple[dict, torch.Tensor]:
+        """``n_critic`` D steps (``fake_of(critic)``: D's fakes of that step, None: fresh ones), then
+        the lazy MA-GP step on its batches. Returns (logs, every step taken)."""
+        ok_all = torch.ones((), dtype=torch.bool, device=self.device)
+        with self.toggled_optimizer(optimizer):
             for critic in range(self.n_critic):
-                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fake, mismatch, groups,
-                                                     negatives)
-                d_ok = d_ok & ok
+                logs, ok = self.discriminator_step(images, text.detach(), optimizer, critic, fake_of(critic), mismatch,
+                                                   groups, negatives)
+                ok_all = ok_all & ok
             if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
-                reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
-                d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
-        with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
+                reg_logs, ok = self.regularization_step(images, text.detach(), optimizer)
+                logs, ok_all = {**logs, **reg_logs}, ok_all & ok
+        return logs, ok_all
+
+    def end_batch(self, d_logs: dict, g_logs: dict, d_ok: torch.Tensor, g_ok: torch.Tensor, batch_size: int) -> None:
+        """After the phases: skip counts, the EMA update, schedulers, the batch counters, logs."""
         self._count_skips(d_ok, g_ok)
         ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
         for scheduler in self._schedulers():
             scheduler.step()
         self.batches_seen += 1
         self._batches += 1
-        self._log_training(d_logs, g_logs, opt_g, opt_d, images.shape[0])
+        opt_g, opt_d = self.optimizers()
+        self._log_training(d_logs, g_logs, opt_g, opt_d, batch_size)
 
     def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
                            fake: torch.Tensor | None = None, mismatch: torch.Tensor | None = None,

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.checks import Problems, check
-from lightning_modules.components.ema import ema_beta, ema_update
 from lightning_modules.components.text_encoders import TextFeatures
 from lightning_modules.losses import generator_loss
 from lightning_modules.sampling import Noise
@@ -124,33 +123,18 @@ class VAEGAN(TextToImageGAN):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images = batch["image"]
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        text, negatives = self.text_of(batch), self.negatives_of(batch)
-        groups, mismatch = self.pairs(batch, text, negatives)
+        images, text, negatives, groups, mismatch = self.batch_inputs(batch)
         with self.toggled_optimizer(opt_g):  # VAE phase: E and G reconstruct the batch
             vae_logs, vae_ok, recon = self.vae_step(images, text, opt_g)
         fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
-        d_ok = torch.ones((), dtype=torch.bool, device=self.device)
-        with self.toggled_optimizer(opt_d):  # D phase: prior samples and reconstructions are fakes
-            for critic in range(self.n_critic):
-                fakes = self.d_fakes(self.prior_sample(text, critic) if fake is None else fake.detach(), recon)
-                d_logs, ok = self.discriminator_step(images, text.detach(), opt_d, critic, fakes, mismatch, groups,
-                                                     negatives)
-                d_ok = d_ok & ok
-            if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
-                reg_logs, ok = self.regularization_step(images, text.detach(), opt_d)
-                d_logs, d_ok = {**d_logs, **reg_logs}, d_ok & ok
+
+        def fakes(critic: int) -> torch.Tensor:  # D phase: prior samples and reconstructions are fakes
+            return self.d_fakes(self.prior_sample(text, critic) if fake is None else fake.detach(), recon)
+
+        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, fakes, mismatch, groups, negatives)
         with self.toggled_optimizer(opt_g):  # G phase: prior samples through D
             g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
-        self._count_skips(d_ok, g_ok & vae_ok)
-        ema_update(self.generator_ema, self.generator, ema_beta(self._batches, self.ema_beta_max, self.ema_warmup))
-        for scheduler in self._schedulers():
-            scheduler.step()
-        self.batches_seen += 1
-        self._batches += 1
-        self._log_training(d_logs, {**vae_logs, **g_logs}, opt_g, opt_d, images.shape[0])
+        self.end_batch(d_logs, {**vae_logs, **g_logs}, d_ok, g_ok & vae_ok, images.shape[0])
 
     def vae_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """The VAE losses, one uncounted step of G's optimizer (E and G); returns (logs, stepped,

@@ -207,3 +207,20 @@ def test_negative_weights_choose_which_attribute_changes():
         (changed,) = [a for a in ATTRIBUTES if getattr(other.objects[0], a) != getattr(scene.objects[0], a)]
         counts[changed] += 1
     assert counts["color"] == counts["size"] == 0 and 150 < counts["shape"] < 250
+
+
+@pytest.mark.parametrize("weights, ok", [("[0.55,0.15,0.15,0.15]", True), ("[1,0,0]", False), ("[0,0,0,0]", False),
+                                         ("2", False)])
+def test_negative_weights_from_the_command_line(tmp_path, weights, ok):
+    from conftest import compose_train
+
+    from lightning_modules.errors import ConfigError
+    from lightning_modules.loading import build
+
+    cfg = compose_train(tmp_path, [f"data.negative_weights={weights}"])
+    if ok:
+        data = build(cfg.data)
+        assert data.datasets["train"].negative_weights == (0.55, 0.15, 0.15, 0.15)
+    else:
+        with pytest.raises((ConfigError, ValueError), match="data.negative_weights"):
+            build(cfg.data)
