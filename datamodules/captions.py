@@ -254,6 +254,11 @@ class CaptionedImageDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - changed on disk after the scan
             warnings.warn(f"{record.path}: unreadable ({err}); using another image this time", stacklevel=2)
             return self.load_image((index + 1) % len(self.records), rng)
+        return self.prepare(image, record, rng)
+
+    def prepare(self, image: Image.Image, record: ImageCaptions, rng: np.random.Generator | None) -> torch.Tensor:
+        """A decoded RGB image -> this split's tensor: the record's box (if any), then resize, crop
+        and flip (random only when training). Every ``load_image`` (files, shards, tars) ends here."""
         if record.bbox is not None:
             image = bbox_crop(image, record.bbox)
         train = self.train

@@ -31,8 +31,6 @@ from datamodules.captions import (
     DataError,
     ImageCaptions,
     SkipCounts,
-    bbox_crop,
-    resize_crop,
     to_rgb,
 )
 from lightning_modules.files import write_text
@@ -161,11 +159,7 @@ class ShardImages(CaptionedImageDataset):
         except Exception as err:  # noqa: BLE001 - a damaged chunk: name it
             raise DataError(f"{self.folder}: image {index} unreadable from its shard ({type(err).__name__}: {err}); "
                             "write the shards again") from err
-        if record.bbox is not None:
-            image = bbox_crop(image, record.bbox)
-        train = self.train
-        return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
-                           random_crop=train and self.random_crop, flip=train and self.hflip, rng=rng)
+        return self.prepare(image, record, rng)
 
 
 class ShardsDataModule(CaptionDataModule):

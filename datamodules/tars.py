@@ -26,9 +26,7 @@ from datamodules.captions import (
     DataError,
     ImageCaptions,
     SkipCounts,
-    bbox_crop,
     clean_caption,
-    resize_crop,
     seeded_split,
     to_rgb,
 )
@@ -88,11 +86,7 @@ class TarImages(CaptionedImageDataset):
                 image = to_rgb(Image.open(io.BytesIO(f.read(record.size))))
         except Exception as err:  # noqa: BLE001 - changed on disk after indexing
             raise DataError(f"{record.path}: unreadable from its tar ({type(err).__name__}: {err})") from err
-        if record.bbox is not None:
-            image = bbox_crop(image, record.bbox)
-        train = self.train
-        return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
-                           random_crop=train and self.random_crop, flip=train and self.hflip, rng=rng)
+        return self.prepare(image, record, rng)
 
 
 class WebDatasetDataModule(CaptionDataModule):

@@ -36,6 +36,14 @@ FAST = [
 SHAPES_ONLY = ("data.val_size=8",)
 
 
+def presets(group: str) -> list[str]:
+    """The names of a config group's presets (``conf/GROUP/*.yaml``)."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+MODELS = tuple(m for m in presets("model") if m != "base")  # every model preset; base.yaml is their defaults
+
+
 @pytest.fixture(autouse=True, scope="session")
 def offline_env(tmp_path_factory):
     wandb_dir = tmp_path_factory.mktemp("wandb")
@@ -64,6 +72,37 @@ def run_script(script: str, *args: str, cwd: Path, timeout: int = 300,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, *pythonpath)))}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def export_and_generate_alike(ckpt: Path, tmp_path: Path):
+    """export.py on ``ckpt`` into ``tmp_path/export``, then generate.py from the checkpoint and from the
+    export folder, which must draw the same grid: returns the folder and that grid (uint8 HxWx3)."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "export"
+    result = run_script("export.py", f"ckpt_path={ckpt}", f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the tiny test encoder has random weights, so they are part of the model and exported too
+    assert {p.name for p in out.iterdir()} == {"generator_ema.safetensors", "encoder.safetensors", "config.yaml",
+                                               "export.json"}
+    images = {}
+    for name, source in (("ckpt", ckpt), ("export", out)):
+        result = run_script("generate.py", f"ckpt_path={source}", "prompts=[a red circle]", "num_per_prompt=2",
+                            f"out_dir={tmp_path / name}", f"hydra.run.dir={tmp_path / name}_run", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        images[name] = np.asarray(Image.open(tmp_path / name / "000_a_red_circle.png"))
+    assert np.array_equal(images["ckpt"], images["export"])
+    return out, images["ckpt"]
+
+
+def assert_same_ema_generator(a, b) -> None:
+    """Two loaded modules (a checkpoint's, an export's) hold the same EMA generator, bit for bit."""
+    import torch
+
+    theirs = b.generator_ema.state_dict()
+    for key, value in a.generator_ema.state_dict().items():
+        assert torch.equal(value, theirs[key]), key
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MODELS, presets
 from omegaconf import OmegaConf
 
 
@@ -57,15 +58,9 @@ def test_d_every_n_train_steps_is_refused_with_the_key_to_use():
         Checkpoint(every_n_train_steps=1000)
 
 
-def _presets(group: str) -> list[str]:
-    from conftest import ROOT
-
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("model", ["gan_ga", "dfgan", "dcgan"])
-@pytest.mark.parametrize("preset", [f"experiment={p}" for p in _presets("experiment")] +
-                         [f"debug={p}" for p in _presets("debug")])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("preset", [f"experiment={p}" for p in presets("experiment")] +
+                         [f"debug={p}" for p in presets("debug")])
 def test_e_every_experiment_and_debug_preset_runs_with_every_model(tmp_path, preset, model):
     """Composed, instantiated and one batch trained (on the CPU, float32, whatever the preset's trainer)."""
     from conftest import compose_train

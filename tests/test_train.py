@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import compose_train, run_script
+from conftest import MODELS, compose_train, run_script
 
 from lightning_modules.training import run_training
 
-MODELS = ("gan_ga", "dfgan", "dcgan")
 FUSIONS = ("concat", "affine", "cross_attention")
 
 
@@ -25,7 +24,9 @@ def test_fast_dev_run_every_model_and_fusion(tmp_path, model, fusion):
 
 
 def test_model_preset_picks_its_fusion(tmp_path):
-    expected = {"gan_ga": "CrossAttentionFusion", "dfgan": "AffineFusion", "dcgan": "ConcatFusion"}
+    expected = {"gan_ga": "CrossAttentionFusion", "dfgan": "AffineFusion", "dcgan": "ConcatFusion",
+                "vaegan": "CrossAttentionFusion"}
+    assert set(expected) == set(MODELS)  # a new preset names its fusion here
     for model, fusion_class in expected.items():
         cfg = compose_train(tmp_path, [f"model={model}"])
         assert cfg.fusion._target_.endswith(fusion_class), model

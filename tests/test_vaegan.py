@@ -1,5 +1,7 @@
-"""model=vaegan: every fusion trains, resume is exact, the entry points read its checkpoints, and
-the VAE terms (KL warm-up, reconstruction) do what they say."""
+"""model=vaegan: the preset, the entry points read its checkpoints, and the VAE terms (KL warm-up,
+reconstruction) do what they say. It trains with every fusion and every experiment / debug preset
+(tests/test_train.py, tests/test_review_fixes.py: every model preset) and resumes exactly
+(tests/test_reliability.py)."""
 
 from __future__ import annotations
 
@@ -7,34 +9,17 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_train, run_script
-from PIL import Image
+from conftest import assert_same_ema_generator, compose_train, export_and_generate_alike, run_script
 
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.loading import build, build_module, load_exported, load_module
 from lightning_modules.training import run_training
 from lightning_modules.vae_gan import VAEGAN, kl_warmup
 
-FUSIONS = ("concat", "affine", "cross_attention")
-DETERMINISTIC = ["trainer.deterministic=true", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1"]
-
 
 # -- training through the real config ------------------------------------------------------------
-@pytest.mark.parametrize("fusion", FUSIONS)
-def test_fast_dev_run_with_every_fusion(tmp_path, fusion):
-    cfg = compose_train(tmp_path, ["model=vaegan", f"fusion={fusion}", "trainer.fast_dev_run=true"])
-    assert cfg.fusion._target_.split(".")[-1].lower().startswith(fusion.replace("_", ""))
-    metrics = run_training(cfg)
-    assert metrics["train/batches"] == 1.0
-    for name in ("train/vae_kl", "train/vae_l1", "train/vae_feature_match", "train/vae_adversarial",
-                 "train/vae_loss", "train/d_loss", "train/g_loss"):
-        assert name in metrics, name
-    assert all(np.isfinite(v) for v in metrics.values())
-
-
 def test_a_trainable_text_encoder_trains_beside_the_vae_phase(tmp_path):
     """Bug found while writing it: the VAE phase back-propagated through the captions' encoder graph,
     which the G phase then back-propagated again (an autograd error with LoRA / last-N encoders)."""
@@ -49,69 +34,11 @@ def test_a_trainable_text_encoder_trains_beside_the_vae_phase(tmp_path):
     assert changed and changed <= trained  # the same start (random weights are seeded); the top layer trained
 
 
-def test_preset_picks_the_subclass_and_cross_attention(tmp_path):
+def test_preset_picks_the_subclass(tmp_path):
     cfg = compose_train(tmp_path, ["model=vaegan"])
     assert cfg.model._target_ == "lightning_modules.vae_gan.VAEGAN"
-    assert cfg.fusion._target_.endswith("CrossAttentionFusion")
     assert cfg.model.image_encoder.base_channels == cfg.model.discriminator.base_channels == 8  # FAST's width
     validate(cfg)
-
-
-def _presets(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("preset", [f"experiment={p}" for p in _presets("experiment")] +
-                         [f"debug={p}" for p in _presets("debug")])
-def test_every_experiment_and_debug_preset_runs_with_vaegan(tmp_path, preset):
-    """As tests/test_review_fixes.py's test_e does for the GAN presets."""
-    cfg = compose_train(tmp_path, [preset, "model=vaegan", "trainer.fast_dev_run=true", "trainer.accelerator=cpu",
-                                   "trainer.precision=32-true", "data.batch_size=4", "data.num_workers=0"])
-    run_training(cfg)
-
-
-# -- exact resume --------------------------------------------------------------------------------
-def _state(ckpt_path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor that defines where training stands: G, D, E, EMA, buffers, both optimizers."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    out = {f"model/{k}": v for k, v in ckpt["state_dict"].items()}
-    for i, opt in enumerate(ckpt["optimizer_states"]):
-        for pid, st in opt["state"].items():
-            for name, value in st.items():
-                out[f"opt{i}/{pid}/{name}"] = torch.as_tensor(value)
-    return out
-
-
-@pytest.mark.parametrize("data", ["shapes", "folder"])
-def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, data):
-    """Shapes with one G forward per batch; and a folder data set with crops, flips, DiffAugment (the
-    shared augmentation of real images and reconstructions), prior samples drawn per D step and a
-    KL weight still warming up at the resume."""
-    extra = ["model=vaegan", "model.kl_warmup_batches=6", *DETERMINISTIC]
-    if data == "folder":
-        import caption_layouts as layouts
-
-        layouts.folder(tmp_path / "data")
-        extra += ["data=folder", f"data.root={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                  "data.random_crop=true", "data.hflip=true", "data.augment_policy=[translation,cutout]",
-                  "model.reuse_fake=false"]
-    whole = compose_train(tmp_path / "whole", [*extra, "trainer.max_steps=16"])
-    run_training(whole)
-    half = compose_train(tmp_path / "half", [*extra, "trainer.max_steps=8"])
-    run_training(half)
-    resumed = compose_train(tmp_path / "half", [*extra, "trainer.max_steps=16", "resume=auto"])
-    run_training(resumed)
-
-    reference = _state(tmp_path / "whole" / "checkpoints" / "last.ckpt")
-    end = _state(tmp_path / "half" / "checkpoints" / "last.ckpt")
-    assert int(end["model/batches_seen"]) == 8
-    module = build_module(whole)  # E's weights and its Adam state (G's optimizer, second group) are in the state
-    assert any(k.startswith("model/image_encoder.") for k in end)
-    g_and_e = len(list(module.generator.parameters())) + len(list(module.image_encoder.parameters()))
-    assert len({k.split("/")[1] for k in end if k.startswith("opt0/")}) == g_and_e
-    assert reference.keys() == end.keys()
-    different = [k for k in reference if not torch.equal(reference[k], end[k])]
-    assert not different, different[:10]
 
 
 # -- the entry points on a vaegan checkpoint -----------------------------------------------------
@@ -125,6 +52,14 @@ def vaegan_run(tmp_path_factory) -> Path:
                               "trainer.val_check_interval=4", "trainer.log_every_n_steps=1"])
     run_training(cfg)
     return out
+
+
+def test_the_vae_terms_are_logged_beside_d_and_g(vaegan_run):
+    with open(vaegan_run / "csv" / "metrics.csv") as f:
+        columns = set(csv.DictReader(f).fieldnames)
+    for name in ("train/vae_kl", "train/vae_l1", "train/vae_feature_match", "train/vae_adversarial",
+                 "train/vae_loss", "train/d_loss", "train/g_loss"):
+        assert name in columns, name
 
 
 def test_the_kl_weight_warms_up_linearly_over_the_batches(vaegan_run):
@@ -148,26 +83,13 @@ def test_export_saves_only_the_ema_generator_and_generate_reads_checkpoint_and_e
     from safetensors.torch import load_file
 
     ckpt = vaegan_run / "checkpoints" / "last.ckpt"
-    out = tmp_path / "export"
-    result = run_script("export.py", f"ckpt_path={ckpt}", f"out={out}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert {p.name for p in out.iterdir()} == {"generator_ema.safetensors", "encoder.safetensors", "config.yaml",
-                                               "export.json"}
+    out, grid = export_and_generate_alike(ckpt, tmp_path)
+    assert grid.shape == (32, 2 * 32, 3)
     from_ckpt = load_module(ckpt)
     assert set(load_file(str(out / "generator_ema.safetensors"))) == set(from_ckpt.generator_ema.state_dict())
     exported = load_exported(out)
     assert isinstance(exported, VAEGAN)
-    for key, value in from_ckpt.generator_ema.state_dict().items():
-        assert torch.equal(value, exported.generator_ema.state_dict()[key]), key
-
-    images = {}
-    for name, source in (("ckpt", ckpt), ("export", out)):
-        result = run_script("generate.py", f"ckpt_path={source}", "prompts=[a red circle]", "num_per_prompt=2",
-                            f"out_dir={tmp_path / name}", f"hydra.run.dir={tmp_path / name}_run", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
-        images[name] = np.asarray(Image.open(tmp_path / name / "000_a_red_circle.png"))
-    assert images["ckpt"].shape == (32, 2 * 32, 3)
-    assert np.array_equal(images["ckpt"], images["export"])
+    assert_same_ema_generator(from_ckpt, exported)
 
 
 @pytest.fixture(scope="module")
