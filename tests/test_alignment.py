@@ -224,3 +224,25 @@ def test_negative_weights_from_the_command_line(tmp_path, weights, ok):
     else:
         with pytest.raises((ConfigError, ValueError), match="data.negative_weights"):
             build(cfg.data)
+
+
+def test_global_match_averages_a_max_pooled_sentence_score():
+    """match_global: the score is the mean of the word score and the cosine of the max-pooled
+    region content with the caption's sentence vector; one bright region is enough to move it."""
+    torch.manual_seed(0)
+    d = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                      match_aggregate="mean", match_global=True)
+    m = d.matcher
+    text = _text()
+    words = m.words(text.tokens, text.mask)
+    assert len(words) == 3 and words[2].shape == (4, 16)
+    regions = m.regions(torch.randn(2, m.region_proj.in_channels, 4, 4))
+    both = m.similarity(regions, words)
+    word_only = m.similarity(regions, words[:2])
+    content = m.global_proj((regions - m.position).amax(1))
+    sentence = torch.nn.functional.cosine_similarity(content[:, None], words[2][None], dim=-1)
+    torch.testing.assert_close(both, 0.5 * (word_only + sentence))
+    # padding does not enter the sentence vector
+    pad = text.tokens.clone()
+    pad[:, 5] += 5.0
+    torch.testing.assert_close(m.words(pad, text.mask)[2], words[2])

@@ -57,10 +57,13 @@ class TextConditionedHead(nn.Module):
     DF-GAN's head: the projected sentence is tiled over the 4x4 map, concatenated, and convolved to
     one logit. With ``projection`` a projection-discriminator term (Miyato & Koyama) adds the inner
     product of the pooled image features with the projected sentence, which makes D use the text
-    from the first steps.
+    from the first steps. Given ``pooled_map`` (a finer D map, ``projection_ch`` wide) the projection
+    reads that map max-pooled instead of the 4x4 map averaged: a small object's shape survives a
+    max over 8x8 cells, not a mean over 4x4 ones (``benchmarks/d_shape_probe.py``).
     """
 
-    def __init__(self, feat_ch: int, text_dim: int, cond_dim: int, hidden_ch: int, projection: bool = True):
+    def __init__(self, feat_ch: int, text_dim: int, cond_dim: int, hidden_ch: int, projection: bool = True,
+                 projection_ch: int | None = None):
         super().__init__()
         self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim))
         self.net = nn.Sequential(
@@ -68,15 +71,19 @@ class TextConditionedHead(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Conv2d(hidden_ch, 1, 4),
         )
-        self.embed = nn.Linear(cond_dim, feat_ch, bias=False) if projection else None
-        self.scale = feat_ch**-0.5  # keeps D's gradients, and so the power-6 MA-GP, in range
+        projection_ch = projection_ch or feat_ch
+        self.embed = nn.Linear(cond_dim, projection_ch, bias=False) if projection else None
+        self.scale = projection_ch**-0.5  # keeps D's gradients, and so the power-6 MA-GP, in range
 
-    def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, sentence: torch.Tensor,
+                pooled_map: torch.Tensor | None = None) -> torch.Tensor:
         text = self.text_proj(sentence)
         cond = repeat(text, "b c -> b c h w", h=features.shape[2], w=features.shape[3])
         logits = self.net(torch.cat([features, cond], dim=1)).flatten()
         if self.embed is not None:
-            logits = logits + (F.leaky_relu(features, 0.2).mean((2, 3)) * self.embed(text)).sum(1) * self.scale
+            pooled = (F.leaky_relu(features, 0.2).mean((2, 3)) if pooled_map is None
+                      else F.leaky_relu(pooled_map, 0.2).amax((2, 3)))
+            logits = logits + (pooled * self.embed(text)).sum(1) * self.scale
         return logits
 
 
@@ -99,8 +106,15 @@ class WordRegionMatcher(nn.Module):
     AGGREGATES = ("softmin", "mean", "weighted")
 
     def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0,
-                 aggregate: str = "weighted", gamma: float = 5.0):
+                 aggregate: str = "weighted", gamma: float = 5.0, global_match: bool = False):
         super().__init__()
+        # with ``global_match`` the score is the mean of the word score and a sentence score: the
+        # cosine of the image's max-pooled region content and the caption's mean token, projected.
+        # Max-pooling finds an object's local shape features at once where soft word attention
+        # starts as a mean over mostly background regions (a linear probe of shape from D-style
+        # 8x8 features learns in 100 steps with max-pooling, not in 300 with the mean)
+        self.global_proj = nn.Linear(dim, dim) if global_match else None
+        self.sentence_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim)) if global_match else None
         if aggregate not in self.AGGREGATES:
             raise ValueError(f"model.discriminator.match_aggregate={aggregate!r} is not one of {self.AGGREGATES}")
         self.aggregate, self.gamma = aggregate, gamma
@@ -118,14 +132,23 @@ class WordRegionMatcher(nn.Module):
             raise ValueError(f"word matcher built for {self.position.shape[0]} regions, got {r.shape[1]}")
         return r + self.position
 
-    def words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, L, D] tokens -> word vectors [B, L, dim] and word weights [B, L] (0 on padding, sum 1)."""
+    def words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[B, L, D] tokens -> word vectors [B, L, dim] and word weights [B, L] (0 on padding, sum 1)
+        (and with ``global_match`` the sentence vector [B, dim])."""
         logits = self.word_weight(tokens).squeeze(-1).float() if self.aggregate == "weighted" else mask.float() * 0
         weight = logits.masked_fill(~mask, float("-inf")).softmax(-1)
-        return self.word_proj(tokens), weight.to(tokens.dtype)
+        if self.sentence_proj is None:
+            return self.word_proj(tokens), weight.to(tokens.dtype)
+        m = mask.to(tokens.dtype).unsqueeze(-1)
+        sentence = self.sentence_proj((tokens * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return self.word_proj(tokens), weight.to(tokens.dtype), sentence
 
-    def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Every image with every caption: [B_img, B_txt]."""
+        if len(words) == 3:
+            content = self.global_proj((regions - self.position).amax(1))  # [B_img, dim]
+            sentence = F.cosine_similarity(content.unsqueeze(1), words[2].unsqueeze(0), dim=-1)
+            return 0.5 * (self.similarity(regions, words[:2]) + sentence.to(regions.dtype))
         w, weight = words
         attn = (torch.einsum("jrd,ild->jilr", regions, w) * (self.scale * self.sharpness)).softmax(-1)
         context = torch.einsum("jilr,jrd->jild", attn, regions)
@@ -179,6 +202,8 @@ class Discriminator(nn.Module):
         match_resolution: int = 4,
         match_features: str = "shared",
         match_channels: int = 32,
+        match_global: bool = False,
+        projection_resolution: int = 4,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
@@ -190,14 +215,17 @@ class Discriminator(nn.Module):
             *(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)), residual_gain)
               for i in range(n_blocks))
         )
-        self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection)
+        self.projection_resolution = projection_resolution
+        self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
+                                        projection_ch=width(projection_resolution))
         self.match_resolution = match_resolution
         own = word_matching and match_features == "own"
         self.match_tower = (MatchTower(image_size=image_size, resolution=match_resolution, channels=match_channels)
                             if own else None)
         region_ch = self.match_tower.out_channels if own else width(match_resolution)
         self.matcher = (WordRegionMatcher(region_ch, token_dim or text_dim, match_dim,
-                                          regions=match_resolution**2, aggregate=match_aggregate)
+                                          regions=match_resolution**2, aggregate=match_aggregate,
+                                          global_match=match_global)
                         if word_matching else None)
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching and not own else None
 
@@ -214,6 +242,9 @@ class Discriminator(nn.Module):
         allowed = [r for r in (4, 8, 16) if size is None or r < size]
         p.need(values.get("match_resolution", 4) in allowed, "match_resolution",
                f"the resolution of D's feature map whose regions the words attend over: {allowed}")
+        p.need(values.get("projection_resolution", 4) in allowed, "projection_resolution",
+               f"the resolution of D's feature map that the sentence projection reads (4: the 4x4 map averaged; "
+               f"finer: that map max-pooled): {allowed}")
         return p
 
     @property
@@ -223,18 +254,25 @@ class Discriminator(nn.Module):
 
     def features(self, images: torch.Tensor, regions: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """D's 4x4 feature map; with the word matcher reading another map (a finer
-        ``match_resolution``, or its own tower), the pair (4x4 map, the matcher's region map).
-        :meth:`judge` takes either. ``regions=False``: the 4x4 map alone, for judging without the
-        own-tower matcher (fakes in the D step, the penalty)."""
+        ``match_resolution``, or its own tower), the pair (4x4 map, the matcher's region map); with
+        a finer ``projection_resolution`` the triple (4x4 map, region map, the map the projection
+        reads). :meth:`judge` takes any of these. ``regions=False``: no own-tower regions, for
+        judging without that matcher (fakes in the D step, the penalty)."""
         h = self.from_rgb(images)
-        shared_regions = None
+        shared_regions = pooled_map = None
         for block in self.blocks:
             h = block(h)
             if self.matcher_in_logit and self.match_resolution != 4 and h.shape[-1] == self.match_resolution:
                 shared_regions = h
+            if self.projection_resolution != 4 and h.shape[-1] == self.projection_resolution:
+                pooled_map = h
         if self.match_tower is not None:
-            return (h, self.match_tower(images)) if regions else h
-        return h if shared_regions is None else (h, shared_regions)
+            regions_map = self.match_tower(images) if regions else h
+        else:
+            regions_map = h if shared_regions is None else shared_regions
+        if pooled_map is not None:
+            return h, regions_map, pooled_map
+        return h if regions_map is h else (h, regions_map)
 
     def judge(self, features: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
               mask: torch.Tensor | None = None, mismatch: torch.Tensor | None = None):
@@ -243,10 +281,11 @@ class Discriminator(nn.Module):
         the B matching ones). Returns (logits [B], mismatched logits [B] or None, similarity
         [B, captions] of the word matcher or None). The matcher's score of each judged pair is added
         to its logit."""
-        features, regions = features if isinstance(features, tuple) else (features, features)
+        features, regions, pooled_map = (tuple(features) + (None,))[:3] if isinstance(features, tuple) else (
+            features, features, None)
         n = features.shape[0]
-        logits = self.head(features, sentence[:n])
-        wrong = self.head(features, sentence[mismatch]) if mismatch is not None else None
+        logits = self.head(features, sentence[:n], pooled_map)
+        wrong = self.head(features, sentence[mismatch], pooled_map) if mismatch is not None else None
         if self.matcher is None or tokens is None or (self.match_tower is not None and regions is features):
             return logits, wrong, None
         sim = self.matcher.similarity(self.matcher.regions(regions), self.matcher.words(tokens, mask))
