@@ -59,7 +59,7 @@ class TextConditionedHead(nn.Module):
     product of the pooled image features with the projected sentence, which makes D use the text
     from the first steps. Given ``pooled_map`` (a finer D map, ``projection_ch`` wide) the projection
     reads that map max-pooled instead of the 4x4 map averaged: a small object's shape survives a
-    max over 8x8 cells, not a mean over 4x4 ones (``benchmarks/d_shape_probe.py``).
+    max over 8x8 cells, not a mean over 4x4 ones (``benchmarks/tower_shape_probe.py``).
     """
 
     def __init__(self, feat_ch: int, text_dim: int, cond_dim: int, hidden_ch: int, projection: bool = True,
@@ -111,8 +111,8 @@ class WordRegionMatcher(nn.Module):
         # with ``global_match`` the score is the mean of the word score and a sentence score: the
         # cosine of the image's max-pooled region content and the caption's mean token, projected.
         # Max-pooling finds an object's local shape features at once where soft word attention
-        # starts as a mean over mostly background regions (a linear probe of shape from D-style
-        # 8x8 features learns in 100 steps with max-pooling, not in 300 with the mean)
+        # starts as a mean over mostly background regions (``benchmarks/tower_shape_probe.py``: a
+        # shape head on a D-style 8x8 map reaches 89% in 300 steps max-pooled, 21% averaged)
         self.global_proj = nn.Linear(dim, dim) if global_match else None
         self.sentence_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim)) if global_match else None
         if aggregate not in self.AGGREGATES:
