@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from lightning_modules.components.discriminators import Discriminator
+from lightning_modules.components.discriminators import Discriminator, attended_cosine
 from lightning_modules.components.fusion import CrossAttentionFusion
 from lightning_modules.components.generators import Generator
 from lightning_modules.components.negatives import caption_groups, mismatch_indices
@@ -65,6 +65,34 @@ def test_softmin_lets_the_worst_word_decide():
         scores[aggregate] = [float(m.similarity(regions, (w, weight))) for w in (good, bad)]
     assert scores["softmin"][0] == pytest.approx(1.0, abs=1e-4) and scores["mean"][0] == pytest.approx(1.0, abs=1e-4)
     assert scores["softmin"][1] < 0.5 < scores["mean"][1]
+
+
+def _attended_cosine_explicit(regions, words, inverse_temperature):
+    attn = (torch.einsum("jrd,ild->jilr", regions, words) * inverse_temperature).softmax(-1)
+    context = torch.einsum("jilr,jrd->jild", attn, regions)
+    return torch.nn.functional.cosine_similarity(context, words.unsqueeze(0), dim=-1)
+
+
+def test_attended_cosine_equals_the_explicit_context_with_its_gradients():
+    """The matcher scores words without building the attended context: same values, same first and
+    second derivatives (the MA-GP differentiates D's logit, the matcher included, twice)."""
+    g = torch.Generator().manual_seed(0)
+    regions = torch.randn(3, 16, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    words = torch.randn(5, 6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    words.data[1, 2] = 0.0  # a zero word (an all-zero token projection): 0, not NaN
+    fast, slow = attended_cosine(regions, words, 0.7), _attended_cosine_explicit(regions, words, 0.7)
+    assert fast.shape == (3, 5, 6)
+    torch.testing.assert_close(fast, slow)
+    probe = torch.randn(3, 5, 6, generator=g, dtype=torch.float64)
+    grads_fast = torch.autograd.grad((fast * probe).sum(), regions, create_graph=True)[0]
+    grads_slow = torch.autograd.grad((slow * probe).sum(), regions, create_graph=True)[0]
+    torch.testing.assert_close(grads_fast, grads_slow)
+    torch.testing.assert_close(torch.autograd.grad(grads_fast.square().sum(), words)[0],
+                               torch.autograd.grad(grads_slow.square().sum(), words)[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attended_cosine(regions.float(), words.float(), 0.7)
+    assert low.dtype == torch.float32  # as F.cosine_similarity under autocast
+    torch.testing.assert_close(low.float(), slow.float(), atol=0.03, rtol=0)
 
 
 def test_matcher_knows_where_a_region_is():

@@ -87,6 +87,28 @@ class TextConditionedHead(nn.Module):
         return logits
 
 
+def attended_cosine(regions: torch.Tensor, words: torch.Tensor, inverse_temperature: float,
+                    eps: float = 1e-8) -> torch.Tensor:
+    """For image ``j`` ([R, d] regions) and caption ``i`` ([L, d] words): each word attends over the
+    regions (softmax of ``inverse_temperature`` x dot product) and scores the cosine between itself
+    and what it attended to. Returns [B_img, B_txt, L].
+
+    The attended context ``c = sum_r a_r x_r`` is never built ([B_img, B_txt, L, d], the largest
+    tensor of D's step): ``c . w = sum_r a_r (x_r . w)`` reuses the attention logits, and
+    ``|c|^2 = a^T G a`` uses the regions' Gram matrix ``G`` ([B_img, R, R]). The two sums are
+    taken in float32 (or wider). Equal to ``F.cosine_similarity(einsum(a, x), w)``, tested."""
+    acc = torch.promote_types(regions.dtype, torch.float32)
+    dots = torch.einsum("jrd,ild->jilr", regions, words)  # x_r . w_l for every image, caption, word
+    attn = (dots * inverse_temperature).softmax(-1).to(acc)
+    dot = (attn * dots.to(acc)).sum(-1)
+    gram = torch.einsum("jrd,jsd->jrs", regions, regions).to(acc)
+    j, i, l, r = attn.shape
+    squared = (torch.bmm(attn.reshape(j, i * l, r), gram).reshape(j, i, l, r) * attn).sum(-1)
+    norm_c = squared.clamp_min(eps * eps).sqrt()
+    norm_w = words.to(acc).norm(dim=-1).clamp_min(eps).unsqueeze(0)  # [1, B_txt, L]
+    return (dot / (norm_c * norm_w)).to(regions.dtype)
+
+
 class WordRegionMatcher(nn.Module):
     """Word-level image-caption similarity: ``similarity(regions, words)`` -> [images, captions].
 
@@ -150,14 +172,30 @@ class WordRegionMatcher(nn.Module):
             sentence = F.cosine_similarity(content.unsqueeze(1), words[2].unsqueeze(0), dim=-1)
             return 0.5 * (self.similarity(regions, words[:2]) + sentence.to(regions.dtype))
         w, weight = words
-        attn = (torch.einsum("jrd,ild->jilr", regions, w) * (self.scale * self.sharpness)).softmax(-1)
-        context = torch.einsum("jilr,jrd->jild", attn, regions)
-        cos = F.cosine_similarity(context, w.unsqueeze(0), dim=-1)  # [B_img, B_txt, L]
+        cos = attended_cosine(regions, w, self.scale * self.sharpness)  # [B_img, B_txt, L]
         if self.aggregate != "softmin":
             return (cos * weight.unsqueeze(0)).sum(-1)
         # soft minimum over the real words (weight: 1/n on them, 0 on padding)
         log_weight = weight.float().clamp_min(1e-30).log().unsqueeze(0)
         return (-(log_weight - self.gamma * cos.float()).logsumexp(-1) / self.gamma).to(cos.dtype)
+
+
+def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, resolution: int = 4,
+               residual_gain: float = 1.0):
+    """The image trunk of D, the matcher's own tower and the VAE-GAN's encoder: a 3x3 ``from_rgb``
+    conv, then :class:`DiscriminatorBlock` s halving ``image_size`` down to ``resolution``.
+
+    Returns ``(from_rgb, blocks, width)``; ``width(res)`` is the channel count at resolution ``res``
+    (``base_channels`` at full resolution, doubling per halving up to ``base_channels *
+    max_multiplier``). The callers keep the two modules as their own ``from_rgb`` and ``blocks``
+    attributes, so their state-dict keys stay those of existing checkpoints."""
+    width = lambda res: channels_at(res, image_size=image_size, base_channels=base_channels,  # noqa: E731
+                                    max_multiplier=max_multiplier)
+    n = check_image_size(image_size) - (resolution.bit_length() - 3)
+    from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
+    blocks = nn.Sequential(*(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)),
+                                                residual_gain) for i in range(n)))
+    return from_rgb, blocks, width
 
 
 class MatchTower(nn.Module):
@@ -166,13 +204,9 @@ class MatchTower(nn.Module):
 
     def __init__(self, *, image_size: int, resolution: int, channels: int):
         super().__init__()
-        width = lambda res: channels_at(res, image_size=image_size, base_channels=channels,  # noqa: E731
-                                        max_multiplier=image_size // resolution)
-        n = check_image_size(image_size) - (resolution.bit_length() - 3)
+        self.from_rgb, self.blocks, width = down_tower(image_size=image_size, base_channels=channels,
+                                                       max_multiplier=image_size // resolution, resolution=resolution)
         self.out_channels = width(resolution)
-        self.from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
-        self.blocks = nn.Sequential(*(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)))
-                                      for i in range(n)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.from_rgb(images))
@@ -207,14 +241,8 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
-        n_blocks = check_image_size(image_size)
-        width = lambda res: channels_at(res, image_size=image_size, base_channels=base_channels,  # noqa: E731
-                                        max_multiplier=max_multiplier)
-        self.from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
-        self.blocks = nn.Sequential(
-            *(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)), residual_gain)
-              for i in range(n_blocks))
-        )
+        self.from_rgb, self.blocks, width = down_tower(image_size=image_size, base_channels=base_channels,
+                                                       max_multiplier=max_multiplier, residual_gain=residual_gain)
         self.projection_resolution = projection_resolution
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
                                         projection_ch=width(projection_resolution))

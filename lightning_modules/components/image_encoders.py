@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.checks import Problems, check
-from lightning_modules.components.discriminators import DiscriminatorBlock
-from lightning_modules.components.generators import channels_at, check_image_size
+from lightning_modules.components.discriminators import down_tower
 
 LOGVAR_RANGE = (-30.0, 20.0)  # exp() of the log-variance stays finite in float32 and bf16
 
@@ -37,13 +36,9 @@ class ImageEncoder(nn.Module):
                  max_multiplier: int = 8, cond_dim: int = 128, hidden: int = 256):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.image_encoder")
-        n_blocks = check_image_size(image_size)
-        width = lambda res: channels_at(res, image_size=image_size, base_channels=base_channels,  # noqa: E731
-                                        max_multiplier=max_multiplier)
         self.z_dim = z_dim
-        self.from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
-        self.blocks = nn.Sequential(*(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)))
-                                      for i in range(n_blocks)))
+        self.from_rgb, self.blocks, width = down_tower(image_size=image_size, base_channels=base_channels,
+                                                       max_multiplier=max_multiplier)
         self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim))
         self.head = nn.Sequential(nn.Linear(width(4) * 16 + cond_dim, hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(hidden, 2 * z_dim))
