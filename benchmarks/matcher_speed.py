@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 import report as report_json  # noqa: E402 - benchmarks/report.py
+from throughput import measure, run_child  # noqa: E402 - benchmarks/throughput.py
 
 
 def explicit_attended_cosine(regions, words, inverse_temperature, eps: float = 1e-8):
@@ -75,25 +75,12 @@ def time_matcher(repeats: int, words_per_caption: int) -> dict:
 
 
 def child(out: Path, explicit: bool, batches: int, warmup: int, overrides: list[str]) -> None:
-    from throughput import measure
-
     from lightning_modules.components import discriminators
 
     if explicit:  # WordRegionMatcher.similarity looks the function up at call time
         discriminators.attended_cosine = explicit_attended_cosine
     with tempfile.TemporaryDirectory() as tmp:
         out.write_text(json.dumps(measure(overrides, batches, warmup, Path(tmp))))
-
-
-def run_child(name: str, explicit: bool, args, overrides: list[str], tmp: Path) -> dict:
-    out = tmp / f"{name}.json"
-    cmd = [sys.executable, __file__, "--child", str(out), "--batches", str(args.batches), "--warmup", str(args.warmup),
-           *(["--explicit"] if explicit else []), *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
-    if result.returncode != 0:
-        sys.exit(f"{name} run failed:\n{result.stderr[-6000:]}")
-    return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -115,7 +102,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(2):
             for name in ("reference", "change"):
-                runs[name].append(run_child(f"{name}{round_}", name == "reference", args, overrides, Path(tmp)))
+                flags = ("--explicit",) if name == "reference" else ()
+                runs[name].append(run_child(overrides, args, Path(tmp), f"{name}{round_}", script=__file__, flags=flags))
     step = {name: statistics.fmean(t for r in rs for t in r["step_s"]) for name, rs in runs.items()}
     batch = runs["change"][0]["batch_size"]
     report = {

@@ -127,10 +127,13 @@ def measure(overrides: list[str], batches: int, warmup: int, workdir: Path) -> d
     }
 
 
-def run_child(overrides: list[str], args, tmp: Path, name: str) -> dict:
+def run_child(overrides: list[str], args, tmp: Path, name: str, script: str = __file__,
+              flags: tuple[str, ...] = ()) -> dict:
+    """Runs ``script --child OUT --batches N --warmup W *flags *overrides`` in a fresh process (this
+    file's ``measure``, or another benchmark's child mode built on it) and returns its JSON."""
     out = tmp / f"{name}.json"
-    cmd = [sys.executable, __file__, "--child", str(out), "--batches", str(args.batches), "--warmup", str(args.warmup),
-           *overrides]
+    cmd = [sys.executable, script, "--child", str(out), "--batches", str(args.batches), "--warmup", str(args.warmup),
+           *flags, *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
     if result.returncode != 0:

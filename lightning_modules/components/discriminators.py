@@ -28,6 +28,7 @@ from torch import nn
 
 from lightning_modules.checks import Problems, check
 from lightning_modules.components.generators import channels_at, check_image_size
+from lightning_modules.components.text_encoders import masked_mean
 
 
 class DiscriminatorBlock(nn.Module):
@@ -161,8 +162,7 @@ class WordRegionMatcher(nn.Module):
         weight = logits.masked_fill(~mask, float("-inf")).softmax(-1)
         if self.sentence_proj is None:
             return self.word_proj(tokens), weight.to(tokens.dtype)
-        m = mask.to(tokens.dtype).unsqueeze(-1)
-        sentence = self.sentence_proj((tokens * m).sum(1) / m.sum(1).clamp_min(1.0))
+        sentence = self.sentence_proj(masked_mean(tokens, mask))
         return self.word_proj(tokens), weight.to(tokens.dtype), sentence
 
     def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -65,6 +65,12 @@ class TextFeatures:
         return cls(batch["text_tokens"].to(dtype), batch["text_mask"].bool(), batch["text_pooled"].to(dtype))
 
 
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, D] tokens, [B, L] bool mask -> [B, D], the mean over the real tokens (0 for none)."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
 def position_limit(config: dict) -> int | None:
     """The most tokens a model config allows (``max_position_embeddings``, GPT-2's ``n_positions``);
     None for models without absolute positions (T5)."""
@@ -315,8 +321,7 @@ class HFTextEncoder(nn.Module):
 
     def _pool(self, tokens: torch.Tensor, mask: torch.Tensor, out) -> torch.Tensor:
         if self.pooling == "mean":
-            weights = mask.unsqueeze(-1).to(tokens.dtype)
-            return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+            return masked_mean(tokens, mask)
         if self.pooling == "cls":
             return tokens[:, 0]
         if self.pooling == "last":
