@@ -43,10 +43,9 @@ def curve(metrics_csv: Path, batch_size: int) -> list[dict]:
             last_batches = float(row["train/batches"])
         if row.get("metrics/caption_accuracy"):
             point = {"batches": int(last_batches), "images_seen": int(last_batches) * batch_size}
-            for key in ("caption_accuracy", "accuracy_shape", "accuracy_color", "accuracy_size", "accuracy_position",
-                        "oracle_fd"):
-                if row.get(f"metrics/{key}"):
-                    point[key] = float(row[f"metrics/{key}"])
+            for key, value in row.items():  # caption accuracy (overall, per subset), diversity, oracle FD
+                if key.startswith("metrics/") and key != "metrics/samples" and value:
+                    point[key.removeprefix("metrics/")] = float(value)
             points.append(point)
     return points
 
@@ -97,7 +96,8 @@ def main() -> None:
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     report = {
         "benchmark": "shapes_quality",
-        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions) vs training images seen",
+        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
+                "(open_tv, spread_ratio) vs training images seen",
         "overrides": overrides,
         "run": str(args.from_run) if args.from_run else None,
         "budget_minutes": args.minutes,

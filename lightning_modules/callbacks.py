@@ -197,10 +197,15 @@ def improved(value: float, best: float | None, mode: str) -> bool:
 
 def logged_name(key: str) -> str:
     """A metrics.json name -> the name training logs it under: ``metrics/caption_accuracy`` (whole
-    captions), ``metrics/accuracy_{shape,color,size,position}``, ``metrics/oracle_fd``, ``metrics/fid`` ..."""
+    captions), ``metrics/accuracy_{shape,color,size,position}``, per subset
+    ``metrics/caption_accuracy/seen``, ``metrics/accuracy/seen/shape`` ..., ``metrics/oracle_fd``,
+    ``metrics/diversity/open_tv``, ``metrics/fid`` ..."""
     group, _, part = key.partition("/")
     if group == "caption_accuracy":
-        return "metrics/caption_accuracy" if part == "caption" else f"metrics/accuracy_{part}"
+        subset, _, value = part.rpartition("/")
+        if value == "caption":
+            return "metrics/caption_accuracy" + (f"/{subset}" if subset else "")
+        return f"metrics/accuracy/{subset}/{value}" if subset else f"metrics/accuracy_{value}"
     return f"metrics/{key}"
 
 
@@ -286,7 +291,7 @@ class SampleMetrics(L.Callback):
                                 indices=indices)
 
         values = compute(self.metrics, self._read(fakes, wanted(self.metrics, "fake")), self.real,
-                         Context(seed=self.seed, scenes=self.data.scenes))
+                         Context(seed=self.seed, scenes=self.data.scenes, blocks=self.data.blocks))
         reference = {key for m in self.metrics for key in m.reference}
         out = {logged_name(k): v for k, v in values.items() if k not in reference}
         out["metrics/samples"] = float(len(self.captions))

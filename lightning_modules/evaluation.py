@@ -48,6 +48,7 @@ class EvalSet:
     image: Callable[[int], torch.Tensor]  # real image of caption k, [3,S,S] in [-1,1]
     scenes: list | None = None
     subset: dict = field(default_factory=dict)  # how the split's images were chosen (metrics.json)
+    blocks: dict | None = None  # shapes: (start, stop) of "main" and the diversity blocks "open", "spread"
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -65,17 +66,37 @@ def subset(total: int, n: int, seed: int) -> list[int]:
 
 
 def eval_set(datamodule, split: str, n: int, seed: int) -> EvalSet:
-    """``n`` captions of a split and their real images: see the module's docstring."""
-    from datamodules.shapes import ShapesDataModule, ShapesDataset
+    """``n`` captions of a split and their real images: see the module's docstring. On shapes the
+    diversity blocks follow (``metrics/caption_accuracy.py``): each of their prompts
+    ``PER_PROMPT`` times, the real image of each a fresh render of what the prompt describes."""
+    from datamodules.shapes import ShapesDataModule, ShapesDataset, redraw, render
 
     if isinstance(datamodule, ShapesDataModule):
+        from lightning_modules.metrics.caption_accuracy import PER_PROMPT, diversity_prompts
+
         base = datamodule.datasets[split]
         dataset = ShapesDataset(split=split, length=max(base.length, n), image_size=base.image_size, seed=base.seed,
-                                min_objects=base.min_objects, max_objects=base.max_objects)
+                                min_objects=base.min_objects, max_objects=base.max_objects,
+                                open_probability=base.open_probability)
         picks = subset(dataset.length, n, seed)
         samples = [dataset.sample(i) for i in picks]
-        return EvalSet([c for _, c in samples], lambda k: dataset[picks[k]]["image"], [s for s, _ in samples],
-                       {"rule": SUBSET_RULE, "seed": seed, "split_images": base.length})
+        blocks = {"main": (0, len(samples))}
+        for name, prompts in diversity_prompts(dataset).items():
+            start = len(samples)
+            samples += [(s, c) for s, c in prompts for _ in range(PER_PROMPT)]
+            blocks[name] = (start, len(samples))
+
+        def image(k: int) -> torch.Tensor:
+            if k < len(picks):
+                return dataset[picks[k]]["image"]
+            scene = redraw(samples[k][0], np.random.default_rng([seed, Noise.EVAL, k]))
+            pixels = torch.from_numpy(np.array(render(scene, dataset.image_size))).permute(2, 0, 1)
+            return pixels.float() / 127.5 - 1.0
+
+        return EvalSet([c for _, c in samples], image, [s for s, _ in samples],
+                       {"rule": SUBSET_RULE, "seed": seed, "split_images": base.length,
+                        "diversity": f"{PER_PROMPT} samples of each prompt of the blocks {list(blocks)[1:]}"},
+                       blocks)
     datamodule.setup("fit")
     dataset = datamodule.datasets[split]
     images = subset(dataset.num_images, n, seed)
@@ -145,7 +166,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise MetricsError("metrics=[caption_accuracy] needs a checkpoint trained on data=shapes")
     readers = Readers(metrics, cache_dir=cfg.cache_dir, inception_weights=cfg.get("inception_weights"),
                       clip_model=cfg.get("clip_model"), dist=fabric).to(fabric.device)
-    context = Context(seed=seed, scenes=data.scenes)
+    context = Context(seed=seed, scenes=data.scenes, blocks=data.blocks)
     n = len(data)
     fake_keys, real_keys = wanted(metrics, "fake"), wanted(metrics, "real")
     real_key = real_features_key(data_cfg, split=cfg.split, count=n, subset_seed=seed,
@@ -177,7 +198,8 @@ def evaluate(cfg: DictConfig) -> dict:
     elif "pool" in real:
         store_real_features(real["pool"], real_key, cfg.cache_dir, cfg.inception_weights)
     results = compute(metrics, fake, real, context)
-    protocol = {"ckpt_path": str(cfg.ckpt_path), "samples": n, "real_split": cfg.split, "real_images": n,
+    main = data.blocks["main"][1] if data.blocks else n
+    protocol = {"ckpt_path": str(cfg.ckpt_path), "samples": main, "diversity_samples": n - main, "real_split": cfg.split, "real_images": main,
                 "image_size": int(data_cfg["image_size"]), "generator": "EMA", "processes": fabric.world_size,
                 "captions": "the scene's caption (shapes)" if data.scenes else "the first caption of each image",
                 "subset": data.subset, "noise": "per sample index", "seed": seed,

@@ -21,12 +21,15 @@ class AdversarialLoss(NamedTuple):
     generator: Callable[[torch.Tensor], torch.Tensor]  # G: its fakes' logits
 
 
+RELATIVISTIC = "relativistic"  # R3GAN's RpGAN: D judges each real against its own caption's fake, in pairs
+
 LOSSES: dict[str, AdversarialLoss] = {
     "hinge": AdversarialLoss(real=lambda x: F.relu(1 - x).mean(), fake=lambda x: F.relu(1 + x).mean(),
                              generator=lambda x: -x.mean()),
     "nonsaturating": AdversarialLoss(real=lambda x: F.softplus(-x).mean(), fake=lambda x: F.softplus(x).mean(),
                                      generator=lambda x: F.softplus(-x).mean()),
 }
+LOSS_NAMES = (*LOSSES, RELATIVISTIC)
 
 
 def adversarial_loss(kind: str) -> AdversarialLoss:
@@ -36,14 +39,32 @@ def adversarial_loss(kind: str) -> AdversarialLoss:
 
 
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, mismatched: torch.Tensor) -> dict:
+    """``relativistic`` (R3GAN): each real pair must score above the fake of its caption and above
+    the same image with its mismatched caption, ``softplus(other - real)``; pairs are by index."""
+    if kind == RELATIVISTIC:
+        terms = {"fake": F.softplus(fake - real).mean(), "mismatch": F.softplus(mismatched - real).mean()}
+        terms["total"] = 0.5 * (terms["fake"] + terms["mismatch"])
+        return terms
     loss = adversarial_loss(kind)
     terms = {"real": loss.real(real), "fake": loss.fake(fake), "mismatch": loss.fake(mismatched)}
     terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["mismatch"])
     return terms
 
 
-def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+def generator_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+    """``relativistic`` needs ``real``, D's logits of the real pairs of the same captions."""
+    if kind == RELATIVISTIC:
+        if real is None:
+            raise ValueError("model.loss=relativistic: the generator loss needs the real pairs' logits")
+        return F.softplus(real - fake).mean()
     return adversarial_loss(kind).generator(fake)
+
+
+def zero_centered_penalty(logits: torch.Tensor, inputs: tuple[torch.Tensor, ...], *, weight: float) -> torch.Tensor:
+    """R1 (real inputs) or R2 (fake inputs), R3GAN's regularisers: ``weight / 2 * E ||grad D||^2``
+    over all ``inputs`` (the image and, matching-aware, the sentence vector)."""
+    grads = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
+    return 0.5 * weight * torch.cat([g.flatten(1) for g in grads], dim=1).pow(2).sum(1).mean()
 
 
 def matching_aware_gradient_penalty(
@@ -56,12 +77,13 @@ def matching_aware_gradient_penalty(
     return weight * flat.norm(2, dim=1).pow(power).mean()
 
 
-def contrastive_loss(similarity: torch.Tensor, groups: torch.Tensor, temperature: float,
+def contrastive_loss(similarity: torch.Tensor, matches: torch.Tensor, temperature: float,
                      fake_similarity: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE over a batch's image x caption similarities [B, T] (XMC-GAN), image -> caption and
     caption -> image, averaged. Pair ``(i, i)`` is the positive; captions ``B..T-1`` are extra
-    negatives (image -> caption only); pairs of equivalent captions (``groups`` [T] equal, ``i != j``)
-    are left out rather than counted as negatives.
+    negatives (image -> caption only); a caption true of another image (``matches`` [B, T] True,
+    ``i != t``: the same scene in other words, or one that leaves open what differs) is left out
+    rather than counted as a negative.
 
     ``fake_similarity`` [B_fake, T] (D's side only): generated images are extra negative *images*
     of every caption (caption -> image), the fake made from caption ``i`` included, so the matcher
@@ -69,7 +91,7 @@ def contrastive_loss(similarity: torch.Tensor, groups: torch.Tensor, temperature
     merely look like the words to an untrained eye."""
     n, t = similarity.shape
     eye = torch.eye(n, t, dtype=torch.bool, device=similarity.device)
-    same = (groups[:n, None] == groups[None, :]) & ~eye
+    same = matches & ~eye
     logits = (similarity.float() / temperature).masked_fill(same, float("-inf"))
     target = torch.arange(n, device=similarity.device)
     by_caption = logits[:, :n].T

@@ -28,6 +28,7 @@ class Noise(IntEnum):
     AUG_RECON = 8  # model=vaegan: one D augmentation shared by real images and their reconstructions
     EVAL = 11  # evaluate.py and training metrics: noise per sample index
     EVAL_SUBSET = 12  # evaluate.py and training metrics: which images of a split are scored
+    G_TWIN = 13  # the second noise of the mode-seeking term's pairs (same caption, other noise)
 
 
 def seed_for(*parts: int) -> int:

@@ -38,16 +38,18 @@ from torch import nn
 from lightning_modules.checkpointing import divergence_message, restore_rng_states, rng_states
 from lightning_modules.checks import Problems, check
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
-from lightning_modules.components.negatives import MISMATCH_MODES, caption_groups, mismatch_indices
+from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
 from lightning_modules.errors import DivergenceError
 from lightning_modules.loading import restore_encoder_weights
 from lightning_modules.losses import (
-    LOSSES,
+    LOSS_NAMES,
+    RELATIVISTIC,
     contrastive_loss,
     discriminator_loss,
     generator_loss,
     matching_aware_gradient_penalty,
+    zero_centered_penalty,
 )
 from lightning_modules.sampling import Noise, sample_noise, seed_for
 from lightning_modules.strategies import average_gradients
@@ -124,6 +126,7 @@ class TextToImageGAN(L.LightningModule):
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.1,
         contrastive_fakes: bool = False,
+        diversity_weight: float = 0.0,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -147,6 +150,7 @@ class TextToImageGAN(L.LightningModule):
         self.max_bad_batches = max_bad_batches
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
         self.contrastive_temperature, self.contrastive_fakes = contrastive_temperature, contrastive_fakes
+        self.diversity_weight = diversity_weight
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self._batches = 0  # host copy of ``batches_seen``: seeds and schedules never read the device
@@ -168,7 +172,10 @@ class TextToImageGAN(L.LightningModule):
         """What is wrong with these constructor values (see ``lightning_modules/checks.py``). The
         optimizers and the discriminator are read as config nodes or as the partials built from them."""
         p = Problems(values, key)
-        p.choice("loss", LOSSES)
+        p.choice("loss", LOSS_NAMES)
+        if values.get("loss") == RELATIVISTIC and (values.get("gp_every") or 1) <= 1:
+            p.append(f"{key}.loss=relativistic takes its R1 + R2 penalties as a lazy step: set {key}.gp_every "
+                     f"to 2 or more (it is {values.get('gp_every')!r})")
         p.choice("compile", COMPILE_MODES)
         p.choice("mismatch", MISMATCH_MODES)
         for name in ("z_dim", "n_critic", "samples_per_prompt", "max_bad_batches"):
@@ -179,6 +186,7 @@ class TextToImageGAN(L.LightningModule):
         p.number("ema_beta", 0, 1)
         p.number("grad_clip_val", 0)
         p.number("contrastive_weight", 0)
+        p.number("diversity_weight", 0)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -199,35 +207,35 @@ class TextToImageGAN(L.LightningModule):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images, text, negatives, groups, mismatch = self.batch_inputs(batch)
+        images, text, negatives, matches, mismatch = self.batch_inputs(batch)
         # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
         # then the G step back-propagates through the same images (judged by the updated D)
         fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
-        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, lambda critic: fake, mismatch, groups, negatives)
+        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, lambda critic: fake, mismatch, matches, negatives)
         with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives, images)
         self.end_batch(d_logs, g_logs, d_ok, g_ok, images.shape[0])
 
     def batch_inputs(self, batch: dict) -> tuple[torch.Tensor, TextFeatures, TextFeatures | None, torch.Tensor,
                                                  torch.Tensor]:
-        """(images, text features, the data set's negatives or None, caption groups, mismatch indices)."""
+        """(images, text features, the data set's negatives or None, caption matches, mismatch indices)."""
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         text, negatives = self.text_of(batch), self.negatives_of(batch)
-        groups, mismatch = self.pairs(batch, text, negatives)
-        return images, text, negatives, groups, mismatch
+        matches, mismatch = self.pairs(batch, text, negatives)
+        return images, text, negatives, matches, mismatch
 
     def discriminator_phase(self, images: torch.Tensor, text: TextFeatures, optimizer,
                             fake_of: Callable[[int], torch.Tensor | None], mismatch: torch.Tensor,
-                            groups: torch.Tensor, negatives: TextFeatures | None) -> tuple[dict, torch.Tensor]:
+                            matches: Matches, negatives: TextFeatures | None) -> tuple[dict, torch.Tensor]:
         """``n_critic`` D steps (``fake_of(critic)``: D's fakes of that step, None: fresh ones), then
         the lazy MA-GP step on its batches. Returns (logs, every step taken)."""
         ok_all = torch.ones((), dtype=torch.bool, device=self.device)
         with self.toggled_optimizer(optimizer):
             for critic in range(self.n_critic):
                 logs, ok = self.discriminator_step(images, text.detach(), optimizer, critic, fake_of(critic), mismatch,
-                                                   groups, negatives)
+                                                   matches, negatives)
                 ok_all = ok_all & ok
             if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
                 reg_logs, ok = self.regularization_step(images, text.detach(), optimizer)
@@ -247,13 +255,14 @@ class TextToImageGAN(L.LightningModule):
 
     def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
                            fake: torch.Tensor | None = None, mismatch: torch.Tensor | None = None,
-                           groups: torch.Tensor | None = None,
+                           matches: Matches | None = None,
                            negatives: TextFeatures | None = None) -> tuple[dict, torch.Tensor]:
         """Real/matching pairs -> real; fakes and real/mismatched pairs -> fake (+ MA-GP, + the
         contrastive term of the real images against the batch's captions and ``negatives``)."""
         n = images.shape[0]
         mismatch = torch.arange(n, device=self.device).roll(1) if mismatch is None else mismatch
-        groups = torch.arange(n, device=self.device) if groups is None else groups
+        if matches is None:
+            matches = Matches.identity(n, 2 * n if negatives is not None else n, self.device)
         if fake is None:
             with torch.no_grad():
                 fake = self.fast("generator")(self.noise(n, Noise.D, critic), text)
@@ -273,7 +282,7 @@ class TextToImageGAN(L.LightningModule):
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if self.contrastive_weight > 0:
-            terms["contrastive"] = contrastive_loss(similarity, groups, self.contrastive_temperature,
+            terms["contrastive"] = contrastive_loss(similarity, matches.of_images, self.contrastive_temperature,
                                                     fake_similarity if self.contrastive_fakes else None)
             loss = loss + self.contrastive_weight * terms["contrastive"]
         if use_gp:
@@ -286,35 +295,71 @@ class TextToImageGAN(L.LightningModule):
         return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}, ok
 
     def regularization_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor]:
-        """Lazy MA-GP (``gp_every`` > 1): the penalty alone, weighted by ``gp_every``, as its own D step."""
+        """Lazy penalty (``gp_every`` > 1), weighted by ``gp_every``, as its own D step: the MA-GP on
+        real pairs, or with ``loss=relativistic`` R3GAN's zero-centred R1 (real pairs, image and
+        sentence) + R2 (fakes of the same captions), ``gp_weight`` their gamma."""
         images = images.detach().requires_grad_(True)
         sentence = text.pooled.detach().requires_grad_(True)
         real = self.discriminator(self.d_input(images, Noise.AUG_REAL), sentence, text.tokens, text.mask)  # eager
-        gp = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight * self.gp_every,
-                                             power=self.gp_power)
+        weight = self.gp_weight * self.gp_every
+        if self.loss_kind == RELATIVISTIC:
+            with torch.no_grad():
+                fake = self.fast("generator")(self.noise(len(text), Noise.D, self.n_critic), text)
+            fake = fake.detach().requires_grad_(True)
+            fake_logits = self.discriminator(self.d_input(fake, Noise.AUG_FAKE), sentence.detach(), text.tokens,
+                                             text.mask)
+            gp = (zero_centered_penalty(real, (images, sentence), weight=weight)
+                  + zero_centered_penalty(fake_logits, (fake,), weight=weight))
+        else:
+            gp = matching_aware_gradient_penalty(real, images, sentence, weight=weight, power=self.gp_power)
         norm, ok = self._step(optimizer, gp, counted=False)
         return {"d_gp": gp.detach(), "d_gp_grad_norm": norm}, ok
 
     def generator_step(self, text: TextFeatures, optimizer, fake: torch.Tensor | None = None,
-                       groups: torch.Tensor | None = None,
-                       negatives: TextFeatures | None = None) -> tuple[dict, torch.Tensor]:
+                       matches: Matches | None = None, negatives: TextFeatures | None = None,
+                       images: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
         """Fakes judged by D against their captions (+ the contrastive term: each fake must match its
         own caption better than the batch's other captions and ``negatives``). D reads the text
         detached: a trainable encoder learns only through G."""
         if fake is None:
             fake = self.fast("generator")(self.noise(len(text), Noise.G), text)
         judged = text.detach() if negatives is None else TextFeatures.cat([text.detach(), negatives.detach()])
-        logits, _, similarity = self.fast("d_judge")(self.fast("d_features")(self.d_input(fake, Noise.AUG_G)),
-                                                     judged.pooled, judged.tokens, judged.mask)
-        loss = adversarial = generator_loss(self.loss_kind, logits)
+        features = self.fast("d_features")(self.d_input(fake, Noise.AUG_G))
+        logits, _, similarity = self.fast("d_judge")(features, judged.pooled, judged.tokens, judged.mask)
+        real = None
+        if self.loss_kind == RELATIVISTIC:  # the real pairs' logits under the current D (no gradient needed)
+            with torch.no_grad():
+                real = self.discriminator(self.d_input(images, Noise.AUG_REAL), text.pooled.detach(),
+                                          text.tokens.detach(), text.mask)
+        loss = adversarial = generator_loss(self.loss_kind, logits, real)
         logs = {"g_adversarial": adversarial.detach()}
+        if self.diversity_weight > 0:
+            seeking = self.mode_seeking(text, features)
+            loss = loss + self.diversity_weight * seeking
+            logs["g_mode_seeking"] = seeking.detach()
         if self.contrastive_weight > 0:
-            groups = torch.arange(len(text), device=self.device) if groups is None else groups
-            contrastive = contrastive_loss(similarity, groups, self.contrastive_temperature)
+            if matches is None:
+                matches = Matches.identity(len(text), len(judged), self.device)
+            contrastive = contrastive_loss(similarity, matches.of_captions, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * contrastive
             logs["g_contrastive"] = contrastive.detach()
         norm, ok = self._step(optimizer, loss)
         return {**logs, "g_loss": loss.detach(), "g_grad_norm": norm}, ok
+
+    def mode_seeking(self, text: TextFeatures, features) -> torch.Tensor:
+        """A mode-seeking term (MSGAN, DSGAN) on D's features: the first quarter of the batch's
+        captions again with other noise; the loss is the mean cosine similarity of D's feature maps of
+        the two images of each caption, so G loses when two noises give images D sees alike. Scale-free
+        and bounded (D's features grow as D trains; MSGAN's ``1 / distance`` explodes while G still
+        ignores its noise)."""
+        h = max(1, len(text) // 4)
+        twin = self.fast("generator")(self.noise(h, Noise.G_TWIN), text.index(slice(0, h)))
+        twin_features = self.fast("d_features")(self.d_input(twin, Noise.AUG_G))
+        first = features if isinstance(features, tuple) else (features,)
+        second = twin_features if isinstance(twin_features, tuple) else (twin_features,)
+        alike = [torch.nn.functional.cosine_similarity(a[:h].flatten(1).float(), b.flatten(1).float(), dim=1).mean()
+                 for a, b in zip(first, second)]
+        return sum(alike) / len(alike)
 
     def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and
@@ -413,15 +458,16 @@ class TextToImageGAN(L.LightningModule):
         text = self.encode(batch["negative_caption"])
         return self._fixed_length(text) if self._fast else text
 
-    def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equivalence groups of the batch's captions (then of its negatives, when it has them) and
-        each image's mismatched caption index (into the captions, then the negatives)."""
+    def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[Matches, torch.Tensor]:
+        """Which captions (then negatives, when it has them) are true of which image
+        (:func:`caption_matches`) and each image's mismatched caption index (into the captions, then
+        the negatives)."""
         n = len(text)
-        groups = caption_groups(batch, n, self.device, negatives=negatives is not None)
+        matches = caption_matches(batch, n, self.device, negatives=negatives is not None)
         if negatives is not None:
-            return groups, torch.arange(n, 2 * n, device=self.device)
+            return matches, torch.arange(n, 2 * n, device=self.device)
         rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.MISMATCH))
-        return groups, mismatch_indices(self.mismatch, groups, text.pooled, rng)
+        return matches, mismatch_indices(self.mismatch, matches.of_images, text.pooled, rng)
 
     def encode(self, captions: Sequence[str]) -> TextFeatures:
         return self.encoder(captions)

@@ -123,7 +123,7 @@ class VAEGAN(TextToImageGAN):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images, text, negatives, groups, mismatch = self.batch_inputs(batch)
+        images, text, negatives, matches, mismatch = self.batch_inputs(batch)
         with self.toggled_optimizer(opt_g):  # VAE phase: E and G reconstruct the batch
             vae_logs, vae_ok, recon = self.vae_step(images, text, opt_g)
         fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
@@ -131,9 +131,9 @@ class VAEGAN(TextToImageGAN):
         def fakes(critic: int) -> torch.Tensor:  # D phase: prior samples and reconstructions are fakes
             return self.d_fakes(self.prior_sample(text, critic) if fake is None else fake.detach(), recon)
 
-        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, fakes, mismatch, groups, negatives)
+        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, fakes, mismatch, matches, negatives)
         with self.toggled_optimizer(opt_g):  # G phase: prior samples through D
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, groups, negatives)
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives)
         self.end_batch(d_logs, {**vae_logs, **g_logs}, d_ok, g_ok & vae_ok, images.shape[0])
 
     def vae_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 from lightning_modules.components.discriminators import Discriminator, attended_cosine
 from lightning_modules.components.fusion import CrossAttentionFusion
 from lightning_modules.components.generators import Generator
-from lightning_modules.components.negatives import caption_groups, mismatch_indices
+from lightning_modules.components.negatives import caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import TextFeatures
 from lightning_modules.losses import contrastive_loss
 
@@ -107,35 +107,64 @@ def test_matcher_knows_where_a_region_is():
     assert not torch.allclose(sim_a, sim_b)
 
 
+def _same(groups: list[int], extra: int = 0) -> torch.Tensor:
+    """The matches matrix of captions grouped by scene: caption t is true of image i iff same group."""
+    g = torch.tensor(groups)
+    return g[: len(groups) - extra, None] == g[None, :]
+
+
 def test_contrastive_loss_leaves_out_equivalent_captions():
     sim = torch.tensor([[0.9, 0.9, -0.5], [0.9, 0.9, -0.5], [-0.5, -0.5, 0.9]])
-    distinct = contrastive_loss(sim, torch.tensor([0, 1, 2]), temperature=0.1)
-    grouped = contrastive_loss(sim, torch.tensor([0, 0, 1]), temperature=0.1)
+    distinct = contrastive_loss(sim, _same([0, 1, 2]), temperature=0.1)
+    grouped = contrastive_loss(sim, _same([0, 0, 1]), temperature=0.1)
     assert grouped < 0.01 < distinct  # images 0 and 1 show the same scene: not negatives of each other
     # and it pulls the right way: raising a matching pair's similarity lowers the loss
     better = sim.clone()
     better[2, 2] = 1.0
-    assert contrastive_loss(better, torch.tensor([0, 1, 2]), 0.1) < distinct
+    assert contrastive_loss(better, _same([0, 1, 2]), 0.1) < distinct
 
 
-def test_groups_follow_scenes_not_wording():
+def test_matches_follow_scenes_not_wording():
     attributes = torch.tensor([[[0, 1, 0, 4]], [[0, 1, 0, 4]], [[2, 1, 0, 4]]])
-    groups = caption_groups({"attributes": attributes, "caption": ["a red circle", "a red disc", "a red square"]}, 3)
-    assert groups[0] == groups[1] != groups[2]
-    text_groups = caption_groups({"caption": ["A red  circle", "a red circle", "a red square"]}, 3)
-    assert text_groups[0] == text_groups[1] != text_groups[2]
+    matches = caption_matches({"attributes": attributes, "caption": ["a red circle", "a red disc", "a red square"]}, 3)
+    expected = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    assert torch.equal(matches.of_images, expected) and torch.equal(matches.of_captions, expected)
+    text = caption_matches({"caption": ["A red  circle", "a red circle", "a red square"]}, 3).of_images
+    assert text[0, 1] and text[1, 0] and not text[0, 2] and not text[2, 1]
+
+
+def test_a_caption_that_leaves_an_attribute_open_is_true_of_every_value():
+    """"a red shape in the center" (shape open) is true of a red circle and of a red square in the
+    center, but "a red circle in the center" is not true of the red square: matches are asymmetric."""
+    attributes = torch.tensor([[[0, 0, 1, 4]], [[1, 0, 1, 4]], [[1, 0, 1, 4]]])
+    named = torch.tensor([[[True] * 4], [[True] * 4], [[False, True, False, True]]])
+    negative = torch.tensor([[[0, 2, 1, 4]], [[1, 0, 1, 5]], [[1, 3, 1, 4]]])
+    batch = {"attributes": attributes, "named": named, "negative_attributes": negative}
+    both = caption_matches(batch, 3, negatives=True)
+    matches = both.of_images
+    assert matches.shape == (3, 6)
+    assert matches[0, 2] and matches[1, 2] and not matches[2, 0] and matches[2, 1]
+    assert not matches[:, 3:].diagonal().any()  # a sample's negative is never true of it
+    assert not matches[0, 3]  # colour 2 named: not true of image 0 (colour 0)
+    assert mismatch_indices("hard", matches[:, :3], torch.randn(3, 8))[0] != 2  # never the open caption
+    # an image made for the open caption 2 may be a circle: caption 0 is no negative of it (it is one of
+    # the real image 2, a square), and neither is sample 0's negative, which names a colour 2 doesn't have
+    captions = both.of_captions
+    assert captions[2, 0] and not matches[2, 0]
+    assert captions[2, 1] and not captions[2, 3] and not captions[:, 3:].diagonal().any()
 
 
 def test_mismatched_captions_are_really_mismatched():
-    groups = torch.tensor([0, 0, 1, 2, 2, 3])
+    groups = [0, 0, 1, 2, 2, 3]
+    matches = _same(groups)
     pooled = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
     pooled[3] = pooled[0] + 0.01  # sample 3 is (almost) sample 0's caption, but another scene
-    assert torch.equal(mismatch_indices("roll", groups, pooled), torch.tensor([5, 0, 1, 2, 3, 4]))  # DF-GAN's
+    assert torch.equal(mismatch_indices("roll", matches, pooled), torch.tensor([5, 0, 1, 2, 3, 4]))  # DF-GAN's
     for mode in ("random", "hard"):
-        m = mismatch_indices(mode, groups, pooled, torch.Generator().manual_seed(1))
-        assert (groups[m] != groups).all(), mode
-    assert mismatch_indices("hard", groups, pooled)[0] == 3  # the most similar caption of another scene
-    one_scene = mismatch_indices("hard", torch.zeros(3, dtype=torch.long), pooled[:3])
+        m = mismatch_indices(mode, matches, pooled, torch.Generator().manual_seed(1))
+        assert (torch.tensor(groups)[m] != torch.tensor(groups)).all(), mode
+    assert mismatch_indices("hard", matches, pooled)[0] == 3  # the most similar caption of another scene
+    one_scene = mismatch_indices("hard", torch.ones(3, 3, dtype=torch.bool), pooled[:3])
     assert torch.equal(one_scene, torch.tensor([2, 0, 1]))  # nothing else to pick: the neighbour
 
 
@@ -159,7 +188,8 @@ def test_counterfactual_captions_are_wrong_in_exactly_one_attribute():
     from datamodules.shapes import ShapesDataset
 
     for objects in (1, 2):
-        data = ShapesDataset(split="train", length=200, min_objects=objects, max_objects=objects, negatives=True)
+        data = ShapesDataset(split="train", length=200, min_objects=objects, max_objects=objects, negatives=True,
+                             open_probability=0.0)
         changed = set()
         for i in range(200):
             item = data[i]
@@ -177,12 +207,11 @@ def test_counterfactual_captions_are_wrong_in_exactly_one_attribute():
 
 def test_extra_negatives_join_the_contrastive_terms():
     sim = torch.tensor([[0.9, -0.5, 0.8], [-0.5, 0.9, -0.5]])  # image 0 nearly matches the extra caption 2
-    groups = torch.tensor([0, 1, 2])
-    with_negative = contrastive_loss(sim, groups, 0.1)
-    without = contrastive_loss(sim[:, :2], groups[:2], 0.1)
+    with_negative = contrastive_loss(sim, _same([0, 1, 2], extra=1), 0.1)
+    without = contrastive_loss(sim[:, :2], _same([0, 1]), 0.1)
     assert with_negative > without + 0.05
     # an extra caption equivalent to image 0's own is not a negative of it
-    assert torch.isclose(contrastive_loss(sim, torch.tensor([0, 1, 0]), 0.1), without, atol=1e-5)
+    assert torch.isclose(contrastive_loss(sim, _same([0, 1, 0], extra=1), 0.1), without, atol=1e-5)
     cat = TextFeatures.cat([_text(batch=2, length=3), _text(batch=2, length=6)])
     assert cat.tokens.shape == (4, 6, 12) and not cat.mask[:2, 3:].any()
 
@@ -214,10 +243,10 @@ def test_fakes_as_negative_images_raise_the_loss_when_they_match_better():
     """contrastive_fakes: a fake that matches caption i better than the real image raises D's loss;
     fakes that match nothing leave it near the loss without fakes."""
     sim = torch.eye(3) * 0.9
-    groups = torch.arange(3)
-    plain = contrastive_loss(sim, groups, 0.1)
-    unmatched = contrastive_loss(sim, groups, 0.1, fake_similarity=torch.full((3, 3), -1.0))
-    matched = contrastive_loss(sim, groups, 0.1, fake_similarity=torch.eye(3) * 1.0)
+    matches = torch.eye(3, dtype=torch.bool)
+    plain = contrastive_loss(sim, matches, 0.1)
+    unmatched = contrastive_loss(sim, matches, 0.1, fake_similarity=torch.full((3, 3), -1.0))
+    matched = contrastive_loss(sim, matches, 0.1, fake_similarity=torch.eye(3) * 1.0)
     assert unmatched == pytest.approx(float(plain), abs=1e-3)
     assert matched > plain + 0.3
 
@@ -227,7 +256,7 @@ def test_negative_weights_choose_which_attribute_changes():
 
     from datamodules.shapes import ATTRIBUTES, ShapesDataset, counterfactual
 
-    data = ShapesDataset(split="train", length=400, max_objects=1)
+    data = ShapesDataset(split="train", length=400, max_objects=1, open_probability=0.0)
     counts = dict.fromkeys(ATTRIBUTES, 0)
     for i in range(400):
         scene = data.sample(i)[0]

@@ -51,15 +51,59 @@ def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
 def test_a_missing_object_is_wrong_on_every_attribute(oracle):
     from datamodules.shapes import Scene, ShapeObject, render
 
-    described = Scene((ShapeObject("circle", "red", "large", "left"),), ((0.0, 0.0),))
+    described = Scene((ShapeObject("circle", "red", "large", "left"),))
     blank = -torch.ones(4, 3, 32, 32)
     scores = ca.caption_scores(oracle, blank, [described] * 4)
     assert scores == {"shape": 0.0, "color": 0.0, "size": 0.0, "position": 0.0, "caption": 0.0}
     # the same object drawn in the wrong cell: right shape, colour and size, wrong position
-    moved = Scene((ShapeObject("circle", "red", "large", "right"),), ((0.0, 0.0),))
+    moved = Scene((ShapeObject("circle", "red", "large", "right"),))
     image = torch.from_numpy(np.asarray(render(moved, 32))).permute(2, 0, 1).float()[None] / 127.5 - 1
     scores = ca.caption_scores(oracle, image, [described])
     assert scores == {"shape": 1.0, "color": 1.0, "size": 1.0, "position": 0.0, "caption": 0.0}
+
+
+@pytest.fixture(scope="module")
+def test_set(oracle):
+    """The test split's evaluation set of a one-object shapes run (240 captions + the diversity
+    blocks), its real images and their oracle readout."""
+    from datamodules.shapes import ShapesDataModule
+    from lightning_modules.evaluation import eval_set
+
+    data = eval_set(ShapesDataModule(max_objects=1, num_workers=0), "test", 240, seed=0)
+    images = data.images(range(len(data)))
+    return data, images, ca.oracle_readout(oracle, images)
+
+
+def test_real_renders_score_the_ceiling_and_blank_images_zero_on_every_subset(oracle, test_set):
+    data, images, real = test_set
+    scores = ca.caption_accuracy(real, real, data.scenes, data.blocks)
+    for subset in ("seen", "unseen_composition", "unseen_phrasing"):
+        assert scores[f"caption_accuracy/{subset}/caption"] >= 0.95, scores
+        assert scores[f"caption_accuracy/{subset}/real_reference"] == scores[f"caption_accuracy/{subset}/caption"]
+    blank = ca.oracle_readout(oracle, -torch.ones_like(images))
+    zero = ca.caption_accuracy(blank, real, data.scenes, data.blocks)
+    for subset in ("seen", "unseen_composition", "unseen_phrasing"):
+        for value in ("caption", "shape", "color", "size", "position"):
+            assert zero[f"caption_accuracy/{subset}/{value}"] == 0.0, (subset, value)
+    assert zero["diversity/spread_ratio"] == 0.0 and zero["diversity/open_tv"] > 0.8
+
+
+def test_diversity_of_real_renders_and_of_a_generator_that_ignores_its_noise(oracle, test_set):
+    """Real renders of the open prompts vary as the data does (open_tv near 0, spread near 1); the
+    same image repeated for every sample of a prompt (noise ignored) scores high open_tv and no spread."""
+    data, images, real = test_set
+    scores = ca.caption_accuracy(real, real, data.scenes, data.blocks)
+    assert scores["diversity/open_tv"] < 0.05 and scores["diversity/open_tv_raw"] > 0.05, scores
+    assert 0.85 < scores["diversity/spread_ratio"] < 1.15 and scores["diversity/spread_prompts"] == ca.PROMPTS
+    assert scores["diversity/open_caption"] >= 0.95 and scores["diversity/spread_caption"] >= 0.95
+    copies = images.clone()
+    for block in ("open", "spread"):
+        start, stop = data.blocks[block]
+        for first in range(start, stop, ca.PER_PROMPT):
+            copies[first : first + ca.PER_PROMPT] = images[first]
+    collapsed = ca.caption_accuracy(ca.oracle_readout(oracle, copies), real, data.scenes, data.blocks)
+    assert collapsed["diversity/open_tv"] > 0.4 and collapsed["diversity/spread_ratio"] < 0.05, collapsed
+    assert collapsed["diversity/spread_caption"] >= 0.95  # right, and still collapsed: accuracy is not diversity
 
 
 def test_oracle_frechet_distance(oracle, held_out):

@@ -13,8 +13,8 @@ group identical caption strings.
 Modes of :func:`mismatch_indices`:
 
 ``roll``    the neighbour's caption (DF-GAN), equivalent or not.
-``random``  a random caption of another group.
-``hard``    the caption of another group most similar to the true one (cosine of the pooled
+``random``  a random caption that is not true of the image.
+``hard``    the caption, not true of the image, most similar to the true one (cosine of the pooled
             sentence vectors): the hardest negative in the batch, e.g. the same shape and colour
             at another position.
 
@@ -27,6 +27,7 @@ contrastive terms as extra captions to tell apart.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,35 +35,62 @@ import torch.nn.functional as F
 MISMATCH_MODES = ("roll", "random", "hard")
 
 
-def caption_groups(batch: dict, n: int, device: torch.device | str = "cpu", negatives: bool = False) -> torch.Tensor:
-    """[n] long (``negatives``: [2n], the batch's captions then its ``negative_caption``s): equal ids
-    for captions that are equivalent."""
-    if "attributes" in batch:  # shapes: the scene itself, whatever the wording
-        rows = batch["attributes"].reshape(n, -1)
-        if negatives:
-            rows = torch.cat([rows, batch["negative_attributes"].reshape(n, -1)])
-        return torch.unique(rows, dim=0, return_inverse=True)[1].to(device)
+class Matches(NamedTuple):
+    """Which captions of a batch may be counted as wrong, [n, T] bool each (T = n captions, or 2n
+    with the negatives after them; the diagonal is True):
+
+    ``of_images[i, t]``: caption ``t`` is true of real image ``i`` (D's real pairs);
+    ``of_captions[i, t]``: caption ``t`` may be true of an image made for caption ``i`` (G's fakes):
+    the two agree on every attribute both name. A fake of "a large star" may be red, so "a red
+    star" is no negative of it, although it is one of the real image of that caption if it is blue.
+    """
+
+    of_images: torch.Tensor
+    of_captions: torch.Tensor
+
+    @staticmethod
+    def identity(n: int, t: int, device: torch.device | str = "cpu") -> "Matches":
+        eye = torch.eye(n, t, dtype=torch.bool, device=device)
+        return Matches(eye, eye)
+
+
+def caption_matches(batch: dict, n: int, device: torch.device | str = "cpu", negatives: bool = False) -> Matches:
+    """:class:`Matches` of a batch. Shapes batches carry what each image shows (``attributes``) and
+    what its caption names (``named``): caption ``t`` is true of image ``i`` when every attribute it
+    names is image ``i``'s, whatever the wording; an open attribute never makes a caption false.
+    Other data sets: captions equal after lower-casing and joining blanks (both matrices alike)."""
+    if "attributes" in batch:
+        truth = batch["attributes"].reshape(n, -1)
+        named = batch["named"].reshape(n, -1) if "named" in batch else torch.ones_like(truth, dtype=torch.bool)
+        said = torch.cat([truth, batch["negative_attributes"].reshape(n, -1)]) if negatives else truth
+        said_named = torch.cat([named, named]) if negatives else named
+        same = said[None] == truth[:, None]
+        of_images = (same | ~said_named[None]).all(-1)
+        of_captions = (same | ~said_named[None] | ~named[:, None]).all(-1)
+        return Matches(of_images.to(device), of_captions.to(device))
     captions = batch.get("caption")
     if captions is None:
-        return torch.arange(2 * n if negatives else n, device=device)
+        return Matches.identity(n, 2 * n if negatives else n, device)
     if negatives:
         captions = [*captions, *batch["negative_caption"]]
-    ids = [zlib.crc32(" ".join(str(c).lower().split()).encode()) for c in captions]
-    return torch.unique(torch.tensor(ids, dtype=torch.long), return_inverse=True)[1].to(device)
+    ids = torch.tensor([zlib.crc32(" ".join(str(c).lower().split()).encode()) for c in captions], dtype=torch.long)
+    same = (ids[:n, None] == ids[None, :]).to(device)
+    return Matches(same, same)
 
 
-def mismatch_indices(mode: str, groups: torch.Tensor, pooled: torch.Tensor,
+def mismatch_indices(mode: str, matches: torch.Tensor, pooled: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each sample ``i`` the index of the caption it is mismatched with ([B] long). A sample
-    whose group fills the whole batch (no other group exists) falls back to its neighbour."""
-    n = groups.shape[0]
-    device = groups.device
+    """For each sample ``i`` the index of the caption it is mismatched with ([B] long): one that is
+    not true of image ``i`` (``matches`` [B, B], :func:`caption_matches`). A sample of whom every
+    caption of the batch is true falls back to its neighbour."""
+    n = matches.shape[0]
+    device = matches.device
     roll = torch.arange(n, device=device).roll(1)  # image i gets caption i - 1, as DF-GAN
     if mode == "roll":
         return roll
     if mode not in MISMATCH_MODES:
         raise ValueError(f"model.mismatch={mode!r} is not one of {MISMATCH_MODES}")
-    other = groups[:, None] != groups[None, :]
+    other = ~matches[:, :n]
     if mode == "hard":
         p = F.normalize(pooled.detach().float(), dim=-1)
         score = p @ p.T

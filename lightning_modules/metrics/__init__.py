@@ -22,13 +22,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from datamodules.shapes import SUBSETS
 from datamodules.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 from lightning_modules.distributed import rank_zero_first
 from lightning_modules.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy, clip, inception
 
 Tensors = dict[str, torch.Tensor]
-READS = {"oracle": ("oracle_pred", "oracle_conf", "oracle_feat"), "inception": ("pool", "logits"), "clip": ("clip",)}
+READS = {"oracle": ("oracle_pred", "oracle_conf", "oracle_pose", "oracle_feat"), "inception": ("pool", "logits"), "clip": ("clip",)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Context:
 
     seed: int  # the evaluation seed (KID subsets, IS shuffle)
     scenes: Sequence | None = None  # shapes: the scene each caption describes
+    # (start, stop) of the evaluation set's parts: "main" (the split's captions, one sample each) and,
+    # on shapes, the diversity blocks "open" and "spread" (prompts repeated); None: all is main
+    blocks: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,13 @@ class Metric:
     better: str  # max | min
     protocol: dict = field(default_factory=dict)
     reference: tuple[str, ...] = ()  # values of the real images alone: constant during a training run
+    reads_blocks: bool = False  # reads the evaluation set's diversity blocks too (else the main part only)
 
 
 def _caption_accuracy(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
     if context.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs the shapes data set (a checkpoint trained on data=shapes)")
-    return caption_accuracy.caption_accuracy(fake, real, context.scenes)
+    return caption_accuracy.caption_accuracy(fake, real, context.scenes, context.blocks)
 
 
 def _fid(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
@@ -80,7 +85,8 @@ _POOL = "Inception pool features (2048-d)"
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("caption_accuracy", "oracle", READS["oracle"], READS["oracle"], _caption_accuracy,
            headline="caption_accuracy/caption", better="max", protocol=caption_accuracy.PROTOCOL,
-           reference=("caption_accuracy/real_reference",)),
+           reference=("caption_accuracy/real_reference", "diversity/real_open_tv",
+                      *(f"caption_accuracy/{s}/real_reference" for s in SUBSETS)), reads_blocks=True),
     Metric("fid", "inception", ("pool",), ("pool",), _fid, headline="fid", better="min",
            protocol={"features": _POOL, "definition": "Frechet distance of Gaussians fitted to the real and generated "
                                                         "features (float64; trace of the square root from the "
@@ -118,8 +124,13 @@ def wanted(metrics: Sequence[Metric], side: str) -> set[str]:
 
 def compute(metrics: Sequence[Metric], fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
     values: dict[str, float] = {}
+    start, stop = (context.blocks or {}).get("main", (0, None))
     for metric in metrics:
-        values.update(metric.compute(fake, real, context))
+        if metric.reads_blocks or context.blocks is None:
+            values.update(metric.compute(fake, real, context))
+        else:
+            main = {k: v[start:stop] for k, v in fake.items()}, {k: v[start:stop] for k, v in real.items()}
+            values.update(metric.compute(*main, context))
     return values
 
 

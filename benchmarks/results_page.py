@@ -1,0 +1,132 @@
+"""Write ``docs/results.md`` from ``benchmarks/results/*.json`` (the generalisation benchmark).
+
+Reads the reports of ``benchmarks/shapes_quality.py --final-eval 512`` named
+
+* ``gen_default.json``: the default run (``python train.py``), its test-split scores and curve;
+* ``gen<M>_<arm>_seed<S>.json``: arms compared at an equal budget of ``M`` minutes (``--minutes M``),
+  two seeds each, side by side on one machine.
+
+Usage: ``python benchmarks/results_page.py [--out docs/results.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+COLUMNS = (  # (metrics.json key, column title)
+    ("caption_accuracy/seen/caption", "seen"),
+    ("caption_accuracy/unseen_composition/caption", "unseen composition"),
+    ("caption_accuracy/unseen_phrasing/caption", "unseen phrasing"),
+    ("diversity/open_tv", "open_tv (lower)"),
+    ("diversity/spread_ratio", "spread_ratio"),
+)
+TARGETS = {"seen": ">= 0.80", "unseen composition": ">= 0.60", "unseen phrasing": ">= 0.65",
+           "open_tv (lower)": "<= 0.15", "spread_ratio": ">= 0.5"}
+CURVE = (("caption_accuracy/seen", "seen"), ("caption_accuracy/unseen_composition", "unseen comp."),
+         ("caption_accuracy/unseen_phrasing", "unseen phr."), ("accuracy/seen/shape", "seen shape"),
+         ("diversity/open_tv", "open_tv"), ("diversity/spread_ratio", "spread"))
+
+
+def scores(report: dict) -> dict[str, float]:
+    return (report.get("final_eval") or {}).get("metrics", {})
+
+
+def machine(report: dict) -> str:
+    m = report.get("machine", {})
+    return f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, {m.get('torch_threads', '?')} torch thread(s)"
+
+
+def cells(values: dict[str, float]) -> list[str]:
+    return [f"{values[k]:.3f}" if k in values else "-" for k, _ in COLUMNS]
+
+
+def mean_cells(reports: list[dict]) -> list[str]:
+    out = []
+    for key, _ in COLUMNS:
+        xs = [scores(r)[key] for r in reports if key in scores(r)]
+        out.append(f"**{sum(xs) / len(xs):.3f}** ± {(max(xs) - min(xs)) / 2:.3f}" if xs else "-")
+    return out
+
+
+def overrides(report: dict) -> str:
+    shown = [o for o in report.get("overrides", []) if not o.startswith(("seed=", "paths."))]
+    return " ".join(f"`{o}`" for o in shown) or "(the default)"
+
+
+def default_section(report: dict) -> list[str]:
+    values = scores(report)
+    lines = ["## The default run (`python train.py`)", "",
+             f"{report['batches_trained']} batches in {report['wall_s'] / 60:.1f} minutes of wall-clock time "
+             f"(oracle cached), {machine(report)}. Then `python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt "
+             "metrics=[caption_accuracy] num_samples=512 split=test`:", "",
+             "| | " + " | ".join(t for _, t in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS),
+             "| target | " + " | ".join(TARGETS[t] for _, t in COLUMNS) + " |",
+             "| measured | " + " | ".join(cells(values)) + " |",
+             "| real renders (ceiling) | " + " | ".join(
+                 f"{values[k.replace('/caption', '/real_reference')]:.3f}" if k.endswith("/caption") else
+                 (f"{values['diversity/real_open_tv']:.3f}" if k == "diversity/open_tv" else "1 by definition")
+                 for k, _ in COLUMNS) + " |", ""]
+    per = [f"{a}: " + ", ".join(f"{s} {values.get(f'caption_accuracy/{s}/{a}', float('nan')):.3f}"
+                                for s in ("seen", "unseen_composition", "unseen_phrasing"))
+           for a in ("shape", "color", "size", "position")]
+    lines += ["Per attribute (seen, unseen composition, unseen phrasing): " + "; ".join(per) + ".",
+              f"Caption accuracy of the diversity prompts' samples: open {values.get('diversity/open_caption', 0):.3f}, "
+              f"fully named {values.get('diversity/spread_caption', 0):.3f}; open_tv before its finite-sample floor "
+              f"({values.get('diversity/open_tv_floor', 0):.3f}) is removed: {values.get('diversity/open_tv_raw', 0):.3f}.",
+              "", "Validation curve (256 val captions per point, plus the diversity blocks):", "",
+              "| batches | " + " | ".join(t for _, t in CURVE) + " |", "|---|" + "---|" * len(CURVE)]
+    for point in report["curve"]:
+        if point["batches"] % 200 == 0 or point is report["curve"][-1]:
+            lines.append(f"| {point['batches']} | " + " | ".join(f"{point[k]:.3f}" if k in point else "-"
+                                                                 for k, _ in CURVE) + " |")
+    return lines + [""]
+
+
+def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
+    first = next(iter(arms.values()))[0]
+    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run", "",
+             f"Each run trains for {minutes} minutes (`benchmarks/shapes_quality.py --minutes {minutes} --final-eval 512`), "
+             "then its `last.ckpt` is scored on 512 test captions. The runs of one row pair ran side by side, one "
+             f"thread each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
+             "| arm | overrides | seed | batches | " + " | ".join(t for _, t in COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(COLUMNS)]
+    for arm, reports in arms.items():
+        for r in sorted(reports, key=lambda r: r["_seed"]):
+            lines.append(f"| {arm} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
+                         + " | ".join(cells(scores(r))) + " |")
+        if len(reports) > 1:
+            lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(mean_cells(reports)) + " |")
+    return lines + [""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
+    args = parser.parse_args(argv)
+    lines = ["# Results", "",
+             "Generated by `python benchmarks/results_page.py` from `benchmarks/results/gen*.json`; do not edit by "
+             "hand. What the numbers mean: [docs/shapes.md](shapes.md) and each run's `metrics.json` protocol.", ""]
+    default = RESULTS / "gen_default.json"
+    if default.is_file():
+        lines += default_section(json.loads(default.read_text()))
+    budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(RESULTS.glob("gen*_*_seed*.json")):
+        match = re.fullmatch(r"gen(\d+)_(.+)_seed(\d+)\.json", path.name)
+        if match:
+            report = json.loads(path.read_text())
+            report["_seed"] = int(match.group(3))
+            budgets[match.group(1)][match.group(2)].append(report)
+    for minutes, arms in sorted(budgets.items()):
+        lines += budget_section(minutes, arms)
+    args.out.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

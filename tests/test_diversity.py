@@ -1,0 +1,72 @@
+"""What makes images of one caption vary: the mode-seeking term and the relativistic loss with its
+zero-centred R1 + R2 penalties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_train
+
+from lightning_modules.losses import discriminator_loss, generator_loss, zero_centered_penalty
+
+
+def test_relativistic_loss_compares_each_real_pair_with_its_own_fake():
+    real = torch.tensor([2.0, -1.0])
+    fake = torch.tensor([-2.0, 0.0])
+    mismatched = torch.tensor([-3.0, -4.0])
+    terms = discriminator_loss("relativistic", real, fake, mismatched)
+    # pairs by index: sample 1's fake (0.0) is above its real (-1.0), so its term dominates
+    expected = torch.nn.functional.softplus(fake - real).mean()
+    torch.testing.assert_close(terms["fake"], expected)
+    assert terms["fake"] > torch.nn.functional.softplus(torch.tensor(-4.0))
+    # a constant shift of every logit changes nothing: only differences count
+    shifted = discriminator_loss("relativistic", real + 5, fake + 5, mismatched + 5)
+    torch.testing.assert_close(shifted["total"], terms["total"])
+    torch.testing.assert_close(generator_loss("relativistic", fake, real),
+                               torch.nn.functional.softplus(real - fake).mean())
+    with pytest.raises(ValueError, match="real pairs"):
+        generator_loss("relativistic", fake)
+
+
+def test_zero_centered_penalty_is_half_gamma_times_the_squared_gradient_norm():
+    x = torch.randn(4, 3, requires_grad=True)
+    s = torch.randn(4, 2, requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)  # D's weights: the gradient of D is w
+    logits = (x * w).sum(1) + (s * 2).sum(1)
+    penalty = zero_centered_penalty(logits, (x, s), weight=0.5)
+    torch.testing.assert_close(penalty, torch.tensor(0.25 * (1 + 4 + 9 + 4 + 4)))
+    penalty.backward()  # it trains D: d penalty / d w = 0.5 * w
+    torch.testing.assert_close(w.grad, 0.5 * w.detach())
+
+
+def test_relativistic_needs_a_lazy_penalty(tmp_path):
+    from lightning_modules.errors import ConfigError
+    from lightning_modules.loading import build_module
+
+    cfg = compose_train(tmp_path, ["model.loss=relativistic", "model.gp_every=1"])
+    with pytest.raises(ConfigError, match="model.gp_every"):
+        build_module(cfg)
+
+
+def test_mode_seeking_term_is_low_when_two_noises_give_different_images(tmp_path):
+    """The term is the cosine similarity of D's features of two images of one caption: 1 for a
+    generator that ignores its noise, lower for one that does not (even at initialisation, barely);
+    it reaches G's weights."""
+    from lightning_modules.loading import build_module
+    from lightning_modules.sampling import Noise
+
+    cfg = compose_train(tmp_path, ["model.diversity_weight=1.0"])
+    module = build_module(cfg)
+    text = module.encode(["a red circle", "a blue star", "a small shape", "a square on the left"] * 2)
+    fake = module.generator(module.noise(len(text), Noise.G), text)
+    term = module.mode_seeking(text, module.discriminator.features(fake))
+    original = module.generator.forward  # a generator that ignores its noise: the same image for every z
+    module.generator.forward = lambda z, t: original(torch.zeros_like(z), t)
+    try:
+        same = module.mode_seeking(text, module.discriminator.features(module.generator(torch.zeros(8, module.z_dim),
+                                                                                         text)))
+    finally:
+        module.generator.forward = original
+    assert float(same) == pytest.approx(1.0, abs=1e-5) and -1.0 <= float(term) < float(same) - 1e-5
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
