@@ -90,7 +90,8 @@ def default_section(report: dict) -> list[str]:
 
 def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
     first = next(iter(arms.values()))[0]
-    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run", "",
+    notes = [r["block_note"] for rs in arms.values() for r in rs if r.get("block_note")]
+    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run", "", *(notes[:1] + [""] if notes else []),
              f"Each run trains for {minutes} minutes (`benchmarks/shapes_quality.py --minutes {minutes} --final-eval 512`), "
              "then its `last.ckpt` is scored on 512 test captions. The runs of one row pair ran side by side, one "
              f"thread each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
@@ -98,10 +99,27 @@ def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
              "|---|---|---|---|" + "---|" * len(COLUMNS)]
     for arm, reports in arms.items():
         for r in sorted(reports, key=lambda r: r["_seed"]):
-            lines.append(f"| {arm} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
+            label = f"{arm}: {r['note']}" if r.get("note") else arm
+            lines.append(f"| {label} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
                          + " | ".join(cells(scores(r))) + " |")
         if len(reports) > 1:
             lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(mean_cells(reports)) + " |")
+    reference = arms.get("gan_ga")
+    if reference:
+        lines += ["", "GAN-GA minus each other arm, per seed (positive: GAN-GA higher):", ""]
+        for arm, reports in arms.items():
+            if arm == "gan_ga":
+                continue
+            per_seed = []
+            for r in sorted(reports, key=lambda r: r["_seed"]):
+                ref = next((x for x in reference if x["_seed"] == r["_seed"]), None)
+                if ref is None:
+                    continue
+                diffs = ", ".join(f"{title} {scores(ref)[k] - scores(r)[k]:+.3f}" for k, title in COLUMNS
+                                  if k in scores(ref) and k in scores(r))
+                per_seed.append(f"seed {r['_seed']}: {diffs}")
+            if per_seed:
+                lines.append(f"* against {arm}: " + "; ".join(per_seed))
     return lines + [""]
 
 

@@ -11,7 +11,7 @@ limit): compare configurations at an equal budget. With ``--final-eval N`` the r
 
 With ``--run-dir DIR`` the run folder is kept there (samples, checkpoints, logs) instead of a
 temporary folder; with ``--from-run DIR`` nothing is trained: the report is made from a finished run
-folder (e.g. one of ``python train.py``).
+folder (e.g. one of ``python train.py``, whose measured wall time ``--wall-s`` records).
 
 Usage: ``python benchmarks/shapes_quality.py [--out FILE] [--minutes M] [--final-eval N] [--run-dir DIR]
 [--from-run DIR] [train.py overrides ...]``
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--final-eval", type=int, default=0, help="score last.ckpt with evaluate.py on N test samples")
     parser.add_argument("--run-dir", type=Path, default=None, help="keep the run folder here")
     parser.add_argument("--from-run", type=Path, default=None, help="report on this finished run folder")
+    parser.add_argument("--wall-s", type=float, default=None, help="with --from-run: the run's measured wall time")
     args, overrides = parser.parse_known_args()
     budget = []
     if args.minutes:
@@ -67,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.from_run or args.run_dir or Path(tmp) / "run"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-        wall = None
+        wall = args.wall_s
         if args.from_run is None:
             t0 = time.perf_counter()
             result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, *budget,

@@ -294,7 +294,10 @@ class SampleMetrics(L.Callback):
                          Context(seed=self.seed, scenes=self.data.scenes, blocks=self.data.blocks))
         reference = {key for m in self.metrics for key in m.reference}
         out = {logged_name(k): v for k, v in values.items() if k not in reference}
-        out["metrics/samples"] = float(len(self.captions))
+        main = self.data.blocks["main"][1] if self.data.blocks else len(self.captions)
+        out["metrics/samples"] = float(main)  # the split's captions; the diversity blocks come on top
+        if main != len(self.captions):
+            out["metrics/diversity_samples"] = float(len(self.captions) - main)
         return out
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

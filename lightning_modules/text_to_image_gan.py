@@ -348,18 +348,20 @@ class TextToImageGAN(L.LightningModule):
 
     def mode_seeking(self, text: TextFeatures, features) -> torch.Tensor:
         """A mode-seeking term (MSGAN, DSGAN) on D's features: the first quarter of the batch's
-        captions again with other noise; the loss is the mean cosine similarity of D's feature maps of
-        the two images of each caption, so G loses when two noises give images D sees alike. Scale-free
-        and bounded (D's features grow as D trains; MSGAN's ``1 / distance`` explodes while G still
-        ignores its noise)."""
+        captions again with other noise; the loss is minus the mean distance between the two images'
+        D feature maps, each scaled to unit length (the chord between them, in [0, 2]), so G loses
+        when two noises of one caption give images D sees alike. Unit length makes it blind to the
+        scale of D's features, which grows as D trains; the chord's gradient does not vanish when
+        the two images are equal (a cosine's does), and it is bounded where MSGAN's ``1 / distance``
+        explodes while G still ignores its noise."""
         h = max(1, len(text) // 4)
         twin = self.fast("generator")(self.noise(h, Noise.G_TWIN), text.index(slice(0, h)))
         twin_features = self.fast("d_features")(self.d_input(twin, Noise.AUG_G))
         first = features if isinstance(features, tuple) else (features,)
         second = twin_features if isinstance(twin_features, tuple) else (twin_features,)
-        alike = [torch.nn.functional.cosine_similarity(a[:h].flatten(1).float(), b.flatten(1).float(), dim=1).mean()
-                 for a, b in zip(first, second)]
-        return sum(alike) / len(alike)
+        unit = lambda f: torch.nn.functional.normalize(f.flatten(1).float(), dim=1)  # noqa: E731
+        chords = [(unit(a[:h]) - unit(b)).norm(dim=1).mean() for a, b in zip(first, second)]
+        return -sum(chords) / len(chords)
 
     def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and

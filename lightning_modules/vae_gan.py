@@ -37,7 +37,7 @@ from torch import nn
 
 from lightning_modules.checks import Problems, check
 from lightning_modules.components.text_encoders import TextFeatures
-from lightning_modules.losses import generator_loss
+from lightning_modules.losses import RELATIVISTIC, generator_loss
 from lightning_modules.sampling import Noise
 from lightning_modules.text_to_image_gan import TextToImageGAN
 
@@ -133,7 +133,7 @@ class VAEGAN(TextToImageGAN):
 
         d_logs, d_ok = self.discriminator_phase(images, text, opt_d, fakes, mismatch, matches, negatives)
         with self.toggled_optimizer(opt_g):  # G phase: prior samples through D
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives)
+            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives, images)
         self.end_batch(d_logs, {**vae_logs, **g_logs}, d_ok, g_ok & vae_ok, images.shape[0])
 
     def vae_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -155,14 +155,19 @@ class VAEGAN(TextToImageGAN):
         z = mu + (0.5 * logvar).exp() * self.noise(len(text), Noise.VAE).to(mu.dtype)
         recon = self.fast("generator")(z, text)
         with torch.no_grad():
-            real_features = feature_map(self.fast("d_features")(self.d_input(images, Noise.AUG_RECON)))
+            real_d = self.fast("d_features")(self.d_input(images, Noise.AUG_RECON))
+            real_features = feature_map(real_d)
         features = self.fast("d_features")(self.d_input(recon, Noise.AUG_RECON))  # the same augmentation
         terms = {"kl": gaussian_kl(mu, logvar), "l1": (recon.float() - images.float()).abs().mean(),
                  "feature_match": feature_matching_loss(feature_map(features), real_features)}
         weights = {"kl": self.current_kl_weight(), "l1": self.recon_weight, "feature_match": self.feature_match_weight}
         if self.recon_adversarial_weight > 0:
             logits = self.fast("d_judge")(features, text.pooled, text.tokens, text.mask)[0]
-            terms["adversarial"] = generator_loss(self.loss_kind, logits)
+            real = None
+            if self.loss_kind == RELATIVISTIC:  # each reconstruction against its real image
+                with torch.no_grad():
+                    real = self.fast("d_judge")(real_d, text.pooled, text.tokens, text.mask)[0]
+            terms["adversarial"] = generator_loss(self.loss_kind, logits, real)
             weights["adversarial"] = self.recon_adversarial_weight
         terms["loss"] = sum(weight * terms[name] for name, weight in weights.items())
         return terms, recon

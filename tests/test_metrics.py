@@ -173,6 +173,11 @@ def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     m, protocol = report["metrics"], report["protocol"]
     assert {"caption_accuracy/caption", "caption_accuracy/color", "oracle_fd", "clip_score", "clip_score_real"} <= set(m)
+    for subset in ("seen", "unseen_composition", "unseen_phrasing"):
+        assert {f"caption_accuracy/{subset}/{k}" for k in ("caption", "shape", "color", "size", "position")} <= set(m)
+    assert {"diversity/open_tv", "diversity/open_tv_floor", "diversity/spread_ratio", "diversity/open_caption"} <= set(m)
+    assert protocol["diversity_samples"] == 2 * ca.PROMPTS * ca.PER_PROMPT
+    assert "diversity/open_tv" in protocol["metrics"]["caption_accuracy"]
     assert protocol["clip"]["model"] == str(clip)
     assert m["caption_accuracy/real_reference"] >= 0.9  # the real renders of the same captions
     assert protocol["samples"] == 24 and protocol["real_split"] == "test" and protocol["generator"] == "EMA"
