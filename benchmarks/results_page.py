@@ -97,7 +97,7 @@ def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
              f"thread each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
              "| arm | overrides | seed | batches | " + " | ".join(t for _, t in COLUMNS) + " |",
              "|---|---|---|---|" + "---|" * len(COLUMNS)]
-    for arm, reports in arms.items():
+    for arm, reports in sorted(arms.items(), key=lambda kv: (kv[0] != "gan_ga", kv[0])):
         for r in sorted(reports, key=lambda r: r["_seed"]):
             label = f"{arm}: {r['note']}" if r.get("note") else arm
             lines.append(f"| {label} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
@@ -106,7 +106,7 @@ def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
             lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(mean_cells(reports)) + " |")
     reference = arms.get("gan_ga")
     if reference:
-        lines += ["", "GAN-GA minus each other arm, per seed (positive: GAN-GA higher):", ""]
+        lines += ["", "GAN-GA minus each other arm, per seed (positive: GAN-GA higher, which for open_tv is worse):", ""]
         for arm, reports in arms.items():
             if arm == "gan_ga":
                 continue
