@@ -63,7 +63,7 @@ def default_section(report: dict) -> list[str]:
     values = scores(report)
     lines = ["## The default run (`python train.py`)", "",
              f"{report['batches_trained']} batches in {report['wall_s'] / 60:.1f} minutes of wall-clock time "
-             f"(oracle cached), {machine(report)}. Then `python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt "
+             f"({report.get('wall_note', 'training only')}), {machine(report)}. Then `python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt "
              "metrics=[caption_accuracy] num_samples=512 split=test`:", "",
              "| | " + " | ".join(t for _, t in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS),
              "| target | " + " | ".join(TARGETS[t] for _, t in COLUMNS) + " |",
