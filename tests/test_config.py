@@ -14,7 +14,7 @@ from lightning_modules.config_checks import ConfigError, validate
         ("data.image_size=48", "data.image_size=48: the generator starts at 4x4 and doubles per block; allowed: [16, 32"),
         ("encoder.pooling=max", "encoder.pooling='max': allowed: ['mean', 'cls', 'last', 'pooler']"),
         ("model.optimizer_g.lr=-0.001", "model.optimizer_g.lr=-0.001: must be > 0"),
-        ("model.loss=wasserstein", "model.loss='wasserstein': allowed: ['hinge', 'nonsaturating']"),
+        ("model.loss=wasserstein", "model.loss='wasserstein': allowed: ['hinge', 'nonsaturating', 'relativistic']"),
         ("model.ema_beta=1.5", "model.ema_beta=1.5: must be >= 0 and <= 1"),
         ("data.batch_size=1", "data.batch_size=1: must be >= 2"),
         ("fusion.attention_resolutions=[8,64]", "fusion.attention_resolutions=[8, 64]: each must be a generator"),

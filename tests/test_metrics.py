@@ -290,8 +290,9 @@ class PerfectGenerator(L.LightningModule):
     def encode(self, captions):
         return list(captions)
 
-    def generate_ema(self, z, captions):
-        return torch.stack([self.renders[c] for c in captions])
+    def generate_ema(self, z, captions):  # the diversity blocks' prompts: a blank image
+        blank = -torch.ones_like(next(iter(self.renders.values())))
+        return torch.stack([self.renders.get(c, blank) for c in captions])
 
 
 def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_path, oracle_cache):
@@ -307,6 +308,6 @@ def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_pa
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)
     trainer.fit(PerfectGenerator(data), datamodule=data)
-    assert callback.captions == [data.datasets["val"].sample(i)[1] for i in range(24)]
+    assert callback.captions[:24] == [data.datasets["val"].sample(i)[1] for i in range(24)]
     assert trainer.callback_metrics["metrics/caption_accuracy"] >= 0.9
     assert abs(float(trainer.callback_metrics["metrics/fid"])) < 1e-3  # the same val images: FID 0

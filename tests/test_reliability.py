@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import (
     FAST,
+    HINGE,
     ROOT,
     assert_same_ema_generator,
     compose_train,
@@ -154,7 +155,7 @@ def test_a_corrupt_last_checkpoint_is_named_and_the_previous_one_used(tmp_path):
 
 def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
-                                   "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]"])
+                                   "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]", *HINGE])
     run_training(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     skipped = [int(ckpt["state_dict"][k]) for k in ("skipped_d", "skipped_g", "bad_streak")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import compose_train
+from conftest import HINGE, compose_train
 from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import OmegaConf
 
@@ -15,7 +15,7 @@ from lightning_modules.components.ema import ema_update
 from lightning_modules.loading import build, build_module
 from lightning_modules.training import build_trainer, resolve_precision, run_training
 
-NAN_AT_2 = ["+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]"]
+NAN_AT_2 = ["+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]", *HINGE]
 
 
 def _ckpt(run) -> dict:
