@@ -29,7 +29,7 @@ composition in an unseen template, with unseen words where the vocabulary has th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import lightning as L
@@ -322,7 +322,7 @@ def counterfactual(scene: Scene, rng: np.random.Generator, weights: Sequence[flo
     raise ValueError(f"no one-attribute change of {scene} keeps it an allowed composition")
 
 
-def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
+def _choice(rng: np.random.Generator, options: Sequence):
     return options[int(rng.integers(len(options)))]
 
 
@@ -353,13 +353,9 @@ def place(obj: ShapeObject, names: frozenset, rng: np.random.Generator, unseen: 
 
 def describe(obj: ShapeObject, names: frozenset, rng: np.random.Generator, unseen: bool = False) -> str:
     """One object's caption in a template of the training set (or, ``unseen``, of val/test only)."""
-    with_place, without_place = _choice_pair(rng, UNSEEN_TEMPLATES if unseen else TEMPLATES)
+    with_place, without_place = _choice(rng, UNSEEN_TEMPLATES if unseen else TEMPLATES)
     phrase, where = noun_phrase(obj, names, rng, unseen), place(obj, names, rng, unseen)
     return with_place.format(np=phrase, where=where) if where else without_place.format(np=phrase)
-
-
-def _choice_pair(rng: np.random.Generator, options: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    return options[int(rng.integers(len(options)))]
 
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
