@@ -3,7 +3,9 @@
 Opens http://127.0.0.1:7860 (host=..., port=...): a prompt box, number of images, seed and
 truncation, a grid of results and an interpolation strip between two prompts. Without ckpt_path the
 newest logs/train/runs/*/checkpoints/last.ckpt is served. API: GET /api/generate?prompt=...&n=4&seed=0,
-GET /api/interpolate?a=...&b=...&steps=6, GET /healthz.
+GET /api/interpolate?a=...&b=...&steps=6, GET /healthz. At most max_queue=8 generation requests wait or
+run at once; more are answered 503 with Retry-After. A host that is not a loopback address is warned
+about: the demo has no authentication.
 """
 
 import hydra

@@ -1,13 +1,20 @@
-"""The browser demo's server: images for prompts, the same bytes for the same seed, clear 4xx."""
+"""The browser demo's server: images for prompts, the same bytes for the same seed, clear 4xx,
+a bounded queue (503 when full, work of departed clients dropped), a /healthz that stays quick and
+names no local path, and a warning when it listens beyond this machine."""
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,6 +101,140 @@ def test_interpolation_strip_and_health(client):
     assert health["status"] == "ok" and health["image_size"] == model.image_size
 
 
+def test_healthz_names_the_model_by_its_file_name_never_a_local_path(client, trained_run):
+    test_client, _ = client
+    response = test_client.get("/healthz")
+    health = response.json()
+    assert health["model"] == "last.ckpt"
+    assert str(trained_run) not in response.text and "/checkpoints/" not in response.text
+    assert health["queue"]["limit"] == 8 and health["status"] == "ok"
+
+
+def _get(url: str, timeout: float = 60) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Status, headers and body of a GET; an HTTP error status is an answer too."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def _health(url: str) -> dict:
+    return json.loads(_get(url + "/healthz", timeout=5)[2])
+
+
+def _until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+GENERATE = "/api/generate?prompt=a+red+circle&n=1"
+
+
+def test_a_burst_beyond_the_queue_is_refused_at_once_and_healthz_stays_quick(client):
+    """While the model is busy (its lock held), a burst of more requests than FastAPI's 40 worker
+    threads: max_queue of them wait, the rest get 503 + Retry-After at once, /healthz answers."""
+    from lightning_modules.demo import serving
+
+    _, model = client
+    burst, limit = 48, 3
+    with serving(model, max_queue=limit) as url, ThreadPoolExecutor(burst) as pool:
+        with model.lock:
+            futures = [pool.submit(_get, url + GENERATE) for _ in range(burst)]
+            _until(lambda: sum(f.done() for f in futures) >= burst - limit, timeout=20)
+            start = time.perf_counter()
+            health = _health(url)
+            healthz_s = time.perf_counter() - start
+            waiting = [f for f in futures if not f.done()]
+        answers = [f.result(timeout=60) for f in futures]
+    assert healthz_s < 1.0
+    assert health["queue"]["pending"] == limit and health["queue"]["refused"] == burst - limit
+    assert len(waiting) == limit
+    refused = [a for a in answers if a[0] == 503]
+    assert len(refused) == burst - limit
+    for _, headers, body in refused:
+        assert int(headers["Retry-After"]) >= 1
+        assert json.loads(body)["detail"].startswith("the demo is busy: 3 requests are waiting or running")
+    for future in waiting:  # once the model is free, the queued ones are computed
+        status, headers, _ = future.result()
+        assert status == 200 and headers["content-type"] == "image/png"
+
+
+def test_a_request_whose_client_left_before_its_turn_is_not_computed(client):
+    from lightning_modules.demo import serving
+
+    _, model = client
+    with serving(model, max_queue=4) as url, ThreadPoolExecutor(1) as pool:
+        address = urllib.parse.urlsplit(url)
+        with model.lock:
+            first = pool.submit(_get, url + GENERATE)  # its turn comes first; it waits for the model
+            _until(lambda: _health(url)["queue"]["pending"] == 1)
+            gone = [http.client.HTTPConnection(address.hostname, address.port) for _ in range(2)]
+            for connection in gone:
+                connection.request("GET", GENERATE)
+            _until(lambda: _health(url)["queue"]["pending"] == 3)
+            for connection in gone:  # their clients give up while they wait
+                connection.close()
+            time.sleep(0.5)  # the server reads the closed connections while the model is still busy
+        assert first.result(timeout=60)[0] == 200
+        _until(lambda: _health(url)["queue"]["pending"] == 0)
+        queue = _health(url)["queue"]
+    assert (queue["served"], queue["dropped"], queue["refused"]) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("value", [0, -1, "abc", 2.5, True])
+def test_max_queue_must_be_a_positive_whole_number(client, value):
+    from lightning_modules.demo import create_app
+    from lightning_modules.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"max_queue={value!r}: a whole number >= 1"):
+        create_app(client[1], max_queue=value)
+
+
+def test_demo_py_refuses_a_bad_max_queue_in_one_line(tmp_path):
+    result = run_script("demo.py", "max_queue=0", f"hydra.run.dir={tmp_path}/demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("gan-ga: max_queue=0: a whole number >= 1")
+
+
+def test_only_a_non_loopback_host_is_warned_about():
+    from lightning_modules.demo import exposure_warning, listening_socket
+
+    hosts = ["127.0.0.1", "localhost", "0.0.0.0"] + (["::1"] if socket.has_ipv6 else [])
+    for host in hosts:
+        try:
+            sock = listening_socket(host, 0)
+        except Exception as err:  # noqa: BLE001 - an address this machine lacks (no IPv6 loopback)
+            assert host == "::1", err
+            continue
+        with sock:
+            warning = exposure_warning(host, sock)
+            if host == "0.0.0.0":
+                assert warning.startswith("host=0.0.0.0 serves the demo to other machines and it has no "
+                                          "authentication")
+                assert warning.endswith("host=127.0.0.1 keeps it local")
+            else:
+                assert warning is None, host
+
+
+def test_demo_py_on_all_addresses_warns_on_stderr(trained_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+                                "host=0.0.0.0", "port=0", f"hydra.run.dir={tmp_path}/demo"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("gan-ga demo: ")  # serving: the model is loaded
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    warning = next((line for line in stderr.splitlines() if line.startswith("gan-ga: warning:")), "")
+    assert warning.startswith("gan-ga: warning: host=0.0.0.0 serves the demo to other machines and it has no "
+                              "authentication: anyone who can reach port ")
+    assert warning.rstrip().endswith("host=127.0.0.1 keeps it local")
+
+
 def test_the_page_and_its_assets_are_served_by_the_demo(client):
     test_client, _ = client
     page = test_client.get("/")
@@ -147,12 +288,14 @@ def test_demo_py_without_ckpt_path_serves_the_newest_run_on_the_port_it_prints(t
         assert line.startswith(f"gan-ga demo: {newest} on http://127.0.0.1:"), (line, process.stderr.read())
         url = line.split(" on ")[-1].strip()
         with urllib.request.urlopen(url + "/healthz", timeout=60) as response:
-            assert str(newest) in response.read().decode()
+            health = response.read().decode()
+        assert json.loads(health)["model"] == "last.ckpt" and str(tmp_path) not in health
         with urllib.request.urlopen(url + "/api/generate?prompt=a+red+circle&n=2", timeout=60) as response:
             assert response.headers["content-type"] == "image/png"
     finally:
         process.terminate()
-        process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=30)
+    assert "gan-ga: warning" not in stderr  # 127.0.0.1: nothing to warn about
 
 
 def test_a_busy_or_bad_port_is_a_one_line_error(trained_run, tmp_path):
