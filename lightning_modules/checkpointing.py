@@ -2,17 +2,23 @@
 
 * :class:`AtomicCheckpointIO` writes every checkpoint to ``NAME.tmp`` in the same folder, flushes it
   to disk and renames it over ``NAME``: a kill during a save leaves the previous file whole.
-* :func:`check_checkpoint` opens a file (``weights_only=True``: tensors and plain data only;
-  memory-mapped, so the tensors are not read) and says what is wrong with it, if anything.
+  Each checkpoint carries the SHA-256 of its whole content (:func:`content_digest`, under
+  ``gan_ga_digest``); a checkpoint with a non-finite tensor is never written.
+* :func:`check_checkpoint` opens a file (``weights_only=True``: tensors and plain data only) and
+  says what is wrong with it, if anything: unreadable, not gan-ga's, content that does not match its
+  digest (a flipped byte), a non-finite weight.
 * :func:`resolve_resume` turns ``resume=auto|DIR|FILE`` into the newest *valid* checkpoint, skipping
   damaged ones with a warning that names them.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -21,14 +27,95 @@ from lightning_modules.errors import CheckpointError
 from lightning_modules.files import atomic_write
 
 
+DIGEST_KEY = "gan_ga_digest"
+
+
+def _walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, leaf) of a checkpoint's nested dicts / lists, dict keys in a fixed order."""
+    if isinstance(obj, dict):
+        for key in sorted(obj, key=repr):
+            yield from _walk(obj[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _walk(item, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def content_digest(checkpoint: dict) -> str:
+    """SHA-256 of everything a checkpoint holds (tensors by dtype, shape and bytes; plain data by
+    value), except the digest itself: a flipped byte anywhere in the file's content changes it."""
+    digest = hashlib.sha256()
+    for path, leaf in _walk({k: v for k, v in checkpoint.items() if k != DIGEST_KEY}):
+        digest.update(path.encode())
+        if torch.is_tensor(leaf):
+            tensor = leaf.detach().cpu()
+            digest.update(f"|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(f"|{type(leaf).__name__}|{leaf!r}|".encode())
+    return digest.hexdigest()
+
+
+def nonfinite(tensors: Iterable[tuple[str, Any]]) -> list[str]:
+    """Names of the floating-point tensors among ``tensors`` that hold a NaN or an infinity."""
+    return [name for name, t in tensors
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def checkpoint_nonfinite(checkpoint: dict) -> list[str]:
+    """The non-finite tensors of a checkpoint's weights and optimizer states."""
+    return nonfinite(_walk({k: checkpoint[k] for k in ("state_dict", "optimizer_states") if k in checkpoint}))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file, fsync, then ``os.replace``: never a half-written checkpoint."""
+    """``torch.save`` to a temporary file, fsync, then ``os.replace``: never a half-written checkpoint.
+    The content digest is added; a checkpoint with a non-finite tensor is refused (the callbacks skip
+    such saves before they get here; this is the last guard)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        with atomic_write(path) as tmp:
-            torch.save(checkpoint, tmp)
+        bad = checkpoint_nonfinite(checkpoint)
+        if bad:
+            raise CheckpointError(f"{path}: not written: {len(bad)} tensors are not finite (first: {bad[0]}); "
+                                  "the previous checkpoints are kept")
+        checkpoint[DIGEST_KEY] = content_digest(checkpoint)
+        try:
+            with atomic_write(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except (OSError, RuntimeError) as err:
+            raise write_error(Path(path), err) from err
+
+
+def write_error(path: Path, err: BaseException) -> CheckpointError:
+    """A failed checkpoint write, with its likely cause named (torch reports a full disk as
+    ``unexpected pos``)."""
+    folder = path.parent if path.parent.is_dir() else Path(".")
+    free = shutil.disk_usage(folder).free
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    code = getattr(err, "errno", None) or getattr(err.__cause__, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        cause = "the disk is full (or the quota is used up)"
+    elif code == errno.EFBIG:
+        cause = "the file is larger than this process may write (ulimit -f)"
+    else:
+        cause = (f"{free / 2**20:.0f} MiB are free on that disk (a full disk, a quota or a file size limit is the "
+                 "usual cause)")
+    return CheckpointError(f"{path}: the checkpoint could not be written ({type(err).__name__}: {first}): {cause}. "
+                           f"Nothing was replaced: the previous checkpoints are whole. Free space in {folder} or "
+                           "point hydra.run.dir at another disk, then resume with resume=auto")
+
+
+def remove_stray_tmp(folder: str | Path, warn=print) -> list[Path]:
+    """Delete the temporary files a killed save left in a checkpoint folder (``.NAME.*.tmp``)."""
+    folder = Path(folder)
+    stray = sorted(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
+    for path in stray:
+        path.unlink(missing_ok=True)
+    if stray:
+        warn(f"gan-ga: removed {len(stray)} temporary file(s) of interrupted checkpoint saves in {folder}")
+    return stray
 
 
 @dataclass
@@ -38,23 +125,42 @@ class CheckpointInfo:
     global_step: int
 
 
-def check_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Check ``path`` is a readable gan-ga training checkpoint; raise :class:`CheckpointError`.
-
-    The archive's index and every non-tensor entry are read; tensors are memory-mapped, not read, so
-    checking a folder of large checkpoints is cheap. A truncated file (a killed copy or save) fails
-    here exactly as it would in a full load."""
+def read_checkpoint(path: str | Path, *, verify: bool = True) -> dict:
+    """A gan-ga training checkpoint, loaded (``weights_only=True``: tensors and plain data, nothing
+    unpickled that could run code) and, with ``verify``, checked against its digest and for
+    non-finite tensors; raises :class:`CheckpointError` naming the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=not verify)
     except Exception as err:  # noqa: BLE001 - truncated zip, foreign pickle, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "Weights only load failed" in first:  # never follow torch's advice to load it with weights_only=False
+            first = "it holds objects other than tensors and plain data, which gan-ga never unpickles"
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(err).__name__}: {first[:200]})") from err
     if not isinstance(ckpt, dict) or "gan_ga" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a gan-ga training checkpoint (no 'gan_ga' / 'state_dict' entries)")
-    return CheckpointInfo(path, int(ckpt["gan_ga"].get("batches_seen", 0)), int(ckpt.get("global_step", 0)))
+    if verify:
+        stored = ckpt.get(DIGEST_KEY)
+        if stored is not None and stored != content_digest(ckpt):
+            raise CheckpointError(f"{path}: damaged: its content does not match the digest written with it "
+                                  "(a changed byte: a bad copy, disk or tampering)")
+        bad = checkpoint_nonfinite(ckpt)
+        if bad:
+            raise CheckpointError(f"{path}: holds {len(bad)} non-finite tensors (first: {bad[0]}): the weights "
+                                  "of a diverged run")
+    return ckpt
+
+
+def check_checkpoint(path: str | Path, *, verify: bool = True) -> CheckpointInfo:
+    """Check ``path`` is a readable, intact gan-ga training checkpoint; raise :class:`CheckpointError`.
+
+    ``verify=False`` reads only the archive's index and non-tensor entries (tensors memory-mapped,
+    not read): cheap, and a truncated file fails here exactly as in a full load; ``verify=True``
+    also reads every tensor against the checkpoint's digest and checks they are finite."""
+    ckpt = read_checkpoint(path, verify=verify)
+    return CheckpointInfo(Path(path), int(ckpt["gan_ga"].get("batches_seen", 0)), int(ckpt.get("global_step", 0)))
 
 
 def candidates(folder: Path) -> list[Path]:
@@ -70,21 +176,31 @@ def candidates(folder: Path) -> list[Path]:
 
 
 def newest_valid(folder: Path, warn=print, max_batches: int | None = None) -> CheckpointInfo | None:
-    """The newest checkpoint of ``folder`` that loads (and, with ``max_batches``, was written after
-    at most that many batches); damaged ones are reported and skipped. Among valid ones the one with
-    the most batches wins (modification times can tie or lie after copies)."""
-    valid: list[CheckpointInfo] = []
+    """The newest checkpoint of ``folder`` that is intact (and, with ``max_batches``, was written
+    after at most that many batches); damaged or diverged ones are reported and skipped. The one with
+    the most batches wins (modification times can tie or lie after copies); only the files needed to
+    find it are read in full."""
+    indexed: list[CheckpointInfo] = []
     for path in candidates(folder):
         try:
-            info = check_checkpoint(path)
+            info = check_checkpoint(path, verify=False)
         except CheckpointError as err:
             warn(f"gan-ga: skipping checkpoint {err}")
             continue
         if max_batches is None or info.batches <= max_batches:
-            valid.append(info)
-    if not valid:
-        return None
-    return max(valid, key=lambda info: (info.batches, info.global_step))
+            indexed.append(info)
+    refused: set[Path] = set()
+    for info in sorted(indexed, key=lambda i: (i.batches, i.global_step), reverse=True):
+        target = info.path.resolve()  # last.ckpt may be a link to a periodic checkpoint
+        if target in refused:
+            continue
+        try:
+            check_checkpoint(info.path)
+            return info
+        except CheckpointError as err:
+            refused.add(target)
+            warn(f"gan-ga: skipping checkpoint {err}")
+    return None
 
 
 def resolve_resume(resume: str | None, ckpt_path: str | None, output_dir: str | Path, warn=print) -> str | None:

@@ -4,8 +4,11 @@
   LightningModule (encoder, fusion and model built together).
 * :func:`load_module`: a training checkpoint *or* an export folder -> the module, in eval mode. Every
   entry point that reads a trained model (``generate.py``, ``evaluate.py``, ``export.py``, the
-  benchmarks) goes through it. A checkpoint is read with ``weights_only=True`` and an export with
-  safetensors + YAML: nothing is unpickled, so a file from elsewhere cannot run code.
+  benchmarks) goes through it. A file from elsewhere cannot run code: a checkpoint is read with
+  ``weights_only=True`` and an export with safetensors + YAML (nothing is unpickled), and the config
+  the module is rebuilt from may only describe one of gan-ga's own models (``file_config.py``).
+  Nothing is used before it is verified: a checkpoint against the digest of its content and for
+  non-finite weights, an export's files against the SHA-256 digests of its ``export.json``.
 * :func:`restore_encoder_weights`: checkpoints leave out a frozen pretrained encoder; its weights
   come from ``encoder.pretrained`` as during training.
 
@@ -22,7 +25,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.errors import ConfigError, ExportError, GenerationError, UserError
+from lightning_modules.checkpointing import read_checkpoint
+from lightning_modules.errors import CheckpointError, ConfigError, ExportError, GenerationError, UserError
+from lightning_modules.file_config import checked_file_config
+from lightning_modules.files import sha256_file
 
 if TYPE_CHECKING:
     from lightning_modules.text_to_image_gan import TextToImageGAN
@@ -85,17 +91,27 @@ def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Te
         raise GenerationError(f"ckpt_path={str(path)!r}: no such file or export folder "
                               "(a run writes RUN/checkpoints/last.ckpt; export.py writes a folder)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated or foreign files
-        raise GenerationError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {err})") from err
-    meta = checkpoint.get("gan_ga") if isinstance(checkpoint, dict) else None
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as err:
+        raise GenerationError(f"ckpt_path: {err}") from err
+    meta = checkpoint["gan_ga"] if isinstance(checkpoint["gan_ga"], dict) else None
     if not meta or not meta.get("config"):
         raise GenerationError(f"ckpt_path={str(path)!r}: not a gan-ga checkpoint (it holds no 'gan_ga' config)")
-    module = build_module(OmegaConf.create(meta["config"]))
+    config = checked_file_config(meta["config"], f"{path} (gan_ga.config)")
+    module = build_module(OmegaConf.create(config))
     state = checkpoint["state_dict"]
     module.complete_state_dict(state)
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:  # the weights do not fit the architecture the config describes
+        raise GenerationError(f"ckpt_path={str(path)!r}: its weights do not fit the model its config describes "
+                              f"({_first_lines(err)})") from err
     return module.to(device).eval()
+
+
+def _first_lines(err: BaseException, n: int = 3) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return " ".join(lines[:n])[:400]
 
 
 def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
@@ -107,17 +123,47 @@ def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> Tex
     if missing:
         raise ExportError(f"{folder}: not a gan-ga export folder (missing {', '.join(missing)}; "
                           "write one with `python export.py ckpt_path=RUN/checkpoints/last.ckpt out=DIR`)")
+    verify_export(folder)
     try:
-        config = OmegaConf.load(folder / CONFIG_FILE)
+        config = OmegaConf.to_container(OmegaConf.load(folder / CONFIG_FILE), resolve=False)
         weights = load_file(str(folder / GENERATOR_FILE))
         encoder = load_file(str(folder / ENCODER_FILE)) if (folder / ENCODER_FILE).is_file() else None
     except Exception as err:  # noqa: BLE001 - truncated or foreign files
         raise ExportError(f"{folder}: damaged export ({type(err).__name__}: {err})") from err
-    module = build_module(config)
-    module.generator_ema.load_state_dict(weights)
-    module.generator.load_state_dict(weights)  # the exported average is the generator from now on
-    if encoder is not None:
-        module.encoder.load_state_dict(encoder)
-    elif module.encoder.weights_in_checkpoint:
+    module = build_module(OmegaConf.create(checked_file_config(config, str(folder / CONFIG_FILE))))
+    try:
+        module.generator_ema.load_state_dict(weights)
+        module.generator.load_state_dict(weights)  # the exported average is the generator from now on
+        if encoder is not None:
+            module.encoder.load_state_dict(encoder)
+    except RuntimeError as err:
+        raise ExportError(f"{folder}: its weights do not fit the model its {CONFIG_FILE} describes "
+                          f"({_first_lines(err)})") from err
+    if encoder is None and module.encoder.weights_in_checkpoint:
         raise ExportError(f"{folder}: the encoder was trained but {ENCODER_FILE} is missing")
     return module.to(device).eval()
+
+
+def verify_export(folder: Path) -> None:
+    """Every file of an export folder against the SHA-256 digest its ``export.json`` lists; raises
+    :class:`ExportError` naming the file that differs, is missing or is not listed."""
+    import json
+
+    try:
+        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        listed = dict(info["files"])
+    except FileNotFoundError:
+        raise ExportError(f"{folder / INFO_FILE}: missing: the export's files cannot be verified "
+                          "(write the export again with export.py)") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"{folder / INFO_FILE}: unreadable ({type(err).__name__}: {err})") from err
+    for name in (GENERATOR_FILE, ENCODER_FILE, CONFIG_FILE):
+        present = (folder / name).is_file()
+        if present and name not in listed:
+            raise ExportError(f"{folder / name}: not listed in {INFO_FILE}: refused (an export's files are all listed "
+                              "with their digests)")
+        if name in listed and not present:
+            raise ExportError(f"{folder / name}: missing ({INFO_FILE} lists it)")
+        if present and sha256_file(folder / name) != listed[name]:
+            raise ExportError(f"{folder / name}: damaged: its SHA-256 differs from the one in {INFO_FILE} "
+                              "(a changed byte: a bad copy, disk or tampering)")

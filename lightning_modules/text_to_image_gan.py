@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_modules.checkpointing import divergence_message, restore_rng_states, rng_states
@@ -92,6 +93,27 @@ class CompiledOrEager:
                               "running it eagerly (model.compile=false hides this warning)", stacklevel=2)
                 self.compiled = None
         return self.fn(*args, **kwargs)
+
+
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay", "momentum")
+
+# keys that differ between any two runs and change nothing about training
+_RUN_LOCAL_KEYS = ("paths.", "resume", "ckpt_path", "logger.", "hydra.", "task_name", "tags")
+
+
+def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """``KEY: OLD -> NEW`` for every leaf of two run configs that differs (run-local keys left out)."""
+    changes = []
+    for key in sorted(set(before) | set(after), key=str):
+        path = f"{prefix}{key}"
+        if path.startswith(_RUN_LOCAL_KEYS) or f"{path}.".startswith(_RUN_LOCAL_KEYS):
+            continue
+        old, new = before.get(key, "<unset>"), after.get(key, "<unset>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{path}.")
+        elif old != new:
+            changes.append(f"{path}: {old!r} -> {new!r}")
+    return changes
 
 
 class TextToImageGAN(L.LightningModule):
@@ -512,6 +534,10 @@ class TextToImageGAN(L.LightningModule):
             if "betas" in group:
                 group["betas"] = tuple(b**ratio for b in group["betas"])
         schedulers = [s(optimizer=o) for s, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if s]
+        # what this run's config asks for; a resume restores the checkpoint's values over these, and
+        # on_train_start puts these back (see ``apply_configured_hyperparameters``)
+        self._configured_groups = [[{k: v for k, v in g.items() if k in OPTIMIZER_SETTINGS} for g in o.param_groups]
+                                   for o in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
     def setup(self, stage: str) -> None:
@@ -548,6 +574,26 @@ class TextToImageGAN(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._batches = int(self.batches_seen)  # one read, after a resume has loaded the buffer
+        self.apply_configured_hyperparameters()
+
+    def apply_configured_hyperparameters(self) -> None:
+        """After a resume, the optimizers' learning rates, betas, eps and weight decay are this run's
+        config, not the checkpoint's (Lightning restores the checkpoint's); a schedule restarts its
+        base from the new learning rate."""
+        configured = getattr(self, "_configured_groups", None)
+        if not configured or self._trainer is None:
+            return
+        schedulers = {id(s.optimizer): s for s in self._schedulers()}
+        for optimizer, groups in zip(self.trainer.optimizers, configured):
+            for i, (group, wanted) in enumerate(zip(optimizer.param_groups, groups)):
+                for key, value in wanted.items():
+                    if key in group and group[key] != value:
+                        group[key] = value
+                        if key == "lr" and "initial_lr" in group:
+                            group["initial_lr"] = value
+                            scheduler = schedulers.get(id(optimizer))
+                            if scheduler is not None:
+                                scheduler.base_lrs[i] = value
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -598,6 +644,10 @@ class TextToImageGAN(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        changed = config_changes((checkpoint.get("gan_ga") or {}).get("config") or {}, self.run_config or {})
+        if changed:
+            rank_zero_warn("gan-ga: resuming with settings that differ from the checkpoint's; this run's take effect "
+                           "(optimizer settings included): " + "; ".join(changed))
         self.complete_state_dict(checkpoint["state_dict"])
         if (checkpoint.get("gan_ga") or {}).get("rng"):
             restore_rng_states(checkpoint["gan_ga"]["rng"])

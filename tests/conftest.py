@@ -142,3 +142,40 @@ class InjectNaN:
                     batch["image"].fill_(float("nan"))
 
         return _Inject()
+
+
+class SetLearningRate:
+    """A Lightning callback (``+callbacks.set_lr._target_=conftest.SetLearningRate``) that sets G's
+    learning rate to ``lr`` (e.g. inf) from batch ``at`` on: a run whose weights turn non-finite."""
+
+    def __new__(cls, *, at: int, lr: float):
+        import lightning as L
+
+        class _SetLR(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if int(pl_module.batches_seen) >= at:
+                    for group in trainer.optimizers[0].param_groups:
+                        group["lr"] = float(lr)
+
+        return _SetLR()
+
+
+class SignalOnSave:
+    """A Lightning callback (``+callbacks.signal_on_save._target_=conftest.SignalOnSave``): rank 0
+    sends SIGTERM to its whole process group (every rank) while its first checkpoint is being written."""
+
+    def __new__(cls):
+        import os
+        import signal
+
+        import lightning as L
+
+        class _Signal(L.Callback):
+            sent = False
+
+            def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+                if trainer.is_global_zero and not self.sent:
+                    self.sent = True
+                    os.killpg(os.getpgrp(), signal.SIGTERM)
+
+        return _Signal()

