@@ -7,12 +7,32 @@ same way for all of them:
 
 * rows naming an image that does not exist, malformed rows and captions empty after clean-up are
   skipped and counted (:class:`SkipCounts`);
+* caption files are read as UTF-8; a file that is not (Latin-1 / Windows-1252 exports) is decoded as
+  Windows-1252 (Latin-1 where that fails), and counted and named as ``captions_not_utf8``; a
+  caption file holding only blank lines counts as an empty caption of its image;
 * every image is decoded once before training (:func:`find_unreadable`, cached per file list), so
   truncated or corrupt files are skipped and counted rather than crashing a worker hours later;
+* large images: a JPEG is always decoded at the smallest of PIL's reduced scales (1/2, 1/4, 1/8,
+  :func:`decode`) that still covers the size training needs, so a 90-megapixel photo costs about
+  what a 1.5-megapixel one does; formats that cannot be decoded at a reduced scale (PNG, WebP, ...)
+  with more than ``data.max_image_pixels`` pixels are skipped and counted as ``oversized_images``
+  (by the start-up scan; when read, where there is no scan);
 * grayscale, CMYK, palette, 16-bit and alpha images become RGB (alpha over white), EXIF rotation is
   applied, then resize + crop to ``image_size``;
 * each epoch visits every image once with one of its captions; an image's captions take turns
   across epochs (all are used), validation always uses the first.
+
+Runtime fallback, the same for every reader (files, tar shards, litdata shards): an image that
+cannot be read when an item is made (changed on disk after the scan, a damaged tar member or shard)
+is replaced by the next record's image *and* caption (``caption_id`` and cached text features
+follow the caption), and the item says so: ``skipped`` is the number of records passed over to make
+it (0 normally), collated into every batch. More than :data:`MAX_UNREADABLE_IN_A_ROW` unreadable
+records in a row (or every record of a small split) raise :class:`DataError` naming them. The
+training side (``lightning_modules/callbacks.py: RuntimeSkips``) sums ``skipped`` per training epoch,
+logs it as ``data/skipped_runtime`` and hands it to :meth:`CaptionDataModule.note_runtime_skips`,
+which adds it to ``data_report.json`` (key ``skipped_runtime``: the total and one entry per epoch;
+``skipped`` keeps the start-up counts) and stops training with a :class:`DataError` once an
+epoch's share of skipped samples passes ``data.max_skipped_fraction``.
 """
 
 from __future__ import annotations
@@ -45,6 +65,7 @@ from lightning_modules.files import write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "val", "test")
+MAX_UNREADABLE_IN_A_ROW = 32  # unreadable records passed over for one item before the run stops
 
 
 def missing(path: Path, key: str, where: str) -> DataError:
@@ -72,6 +93,8 @@ class SkipCounts:
     unreadable_images: int = 0  # files that exist but do not decode (truncated, corrupt, not images)
     images_without_captions: int = 0  # image files no caption names (folder and CUB layouts)
     unreadable_tars: int = 0  # tar shards that cannot be opened (data=webdataset)
+    oversized_images: int = 0  # non-JPEG images above data.max_image_pixels (JPEGs are decoded at a reduced scale)
+    captions_not_utf8: int = 0  # caption files that are not UTF-8, decoded as Windows-1252 / Latin-1 (kept)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, reason: str, example: str, n: int = 1) -> None:
@@ -93,6 +116,22 @@ class SkipCounts:
 
 
 _SPACE = re.compile(r"\s+")
+
+
+def decode_text(data: bytes, where: str, skips: SkipCounts | None = None) -> str:
+    """A caption file's bytes as text: UTF-8 (a BOM dropped). Anything else is decoded as
+    Windows-1252 (Latin-1 for the few bytes it leaves undefined), and counted and named in ``skips``
+    as ``captions_not_utf8``, never turned silently into replacement characters."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        try:
+            text, used = data.decode("cp1252"), "Windows-1252"
+        except UnicodeDecodeError:
+            text, used = data.decode("latin-1"), "Latin-1"
+        if skips is not None:
+            skips.note("captions_not_utf8", f"{where} (byte {err.start} is not UTF-8; decoded as {used})")
+        return text
 
 
 def clean_caption(text: str, max_chars: int = 300) -> str:
@@ -152,48 +191,84 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: Path, draft_size: int | None = None) -> Image.Image:
-    with Image.open(path) as image:
-        if draft_size and image.format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))  # decode JPEGs at a reduced scale: much faster
+class ImageTooLarge(ValueError):
+    """An image that cannot be decoded at a reduced scale has more than ``data.max_image_pixels`` pixels."""
+
+
+def bbox_box(bbox: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A square around the object, 1.5x its larger side, clipped to the image (the CUB convention)."""
+    x, y, w, h = bbox
+    r = int(max(w, h) * 0.75)
+    cx, cy = int(x + w / 2), int(y + h / 2)
+    return max(cx - r, 0), max(cy - r, 0), min(cx + r, width), min(cy + r, height)
+
+
+def decode(source, need: int | None = None, bbox: tuple[float, float, float, float] | None = None,
+           max_pixels: int | None = None) -> tuple[Image.Image, float]:
+    """An image file (a path or a binary file object) decoded as RGB, and its scale: pixels of the
+    result per pixel of the file (to scale a ``bbox`` given in the file's pixels).
+
+    A JPEG is decoded at the smallest of PIL's reduced scales (1/2, 1/4, 1/8) whose shorter side (of
+    the ``bbox`` crop, when given) still has ``need`` pixels; any other format is decoded whole, and
+    one with more than ``max_pixels`` pixels raises :class:`ImageTooLarge` before it is decoded."""
+    with Image.open(source) as image:
+        width, height = image.size
+        if image.format == "JPEG":
+            if need:
+                left, top, right, bottom = bbox_box(bbox, width, height) if bbox else (0, 0, width, height)
+                factor = min(need / max(min(right - left, bottom - top), 1), 1.0)
+                image.draft("RGB", (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))))
+        elif max_pixels and width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} pixels, more than data.max_image_pixels={max_pixels}")
         image.load()
-        return to_rgb(image)
+        return to_rgb(image), image.size[0] / width
 
 
-def _decodes(path: Path) -> bool:
+def open_rgb(path: Path, draft_size: int | None = None) -> Image.Image:
+    return decode(path, need=draft_size)[0]
+
+
+def _scan(path: Path, max_pixels: int | None) -> str | None:
+    """Why an image is left out (a :class:`SkipCounts` reason), or None when it decodes."""
     try:
-        open_rgb(path, draft_size=64)
-        return True
+        decode(path, need=64, max_pixels=max_pixels)
+    except ImageTooLarge:
+        return "oversized_images"
     except Exception:  # noqa: BLE001 - truncated, corrupt, not an image, decompression bomb: all unreadable
-        return False
+        return "unreadable_images"
+    return None
 
 
-def find_unreadable(paths: Sequence[Path], cache_dir: Path | None, workers: int | None = None) -> set[Path]:
-    """Decode every image once; the answer is cached per (path, size, mtime) list."""
-    fingerprint = hashlib.sha256()
+def find_unreadable(paths: Sequence[Path], cache_dir: Path | None, workers: int | None = None,
+                    max_pixels: int | None = None) -> dict[Path, str]:
+    """Decode every image once: the ones left out, each with its reason (``unreadable_images`` or
+    ``oversized_images``). The answer is cached per (path, size, mtime) list and pixel limit."""
+    fingerprint = hashlib.sha256(f"max_pixels={max_pixels}\n".encode())
     for p in paths:
         st = p.stat()
         fingerprint.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     cache = Path(cache_dir) / "image_scan" / f"{fingerprint.hexdigest()[:24]}.json" if cache_dir else None
     if cache is not None and cache.is_file():
         try:
-            return {Path(p) for p in json.loads(cache.read_text())["unreadable"]}
+            record = json.loads(cache.read_text())
+            return {**{Path(p): "unreadable_images" for p in record["unreadable"]},
+                    **{Path(p): "oversized_images" for p in record["oversized"]}}
         except (ValueError, KeyError):
             pass  # a damaged scan record: scan again
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
-        bad = {p for p, ok in zip(paths, pool.map(_decodes, paths)) if not ok}
+        found = {p: why for p, why in zip(paths, pool.map(lambda p: _scan(p, max_pixels), paths)) if why}
     if cache is not None:
-        write_text(cache, json.dumps({"images": len(paths), "unreadable": sorted(map(str, bad))}))
-    return bad
+        listed = {why: sorted(str(p) for p, w in found.items() if w == why)
+                  for why in ("unreadable_images", "oversized_images")}
+        write_text(cache, json.dumps({"images": len(paths), "max_pixels": max_pixels,
+                                      "unreadable": listed["unreadable_images"],
+                                      "oversized": listed["oversized_images"]}))
+    return found
 
 
 def bbox_crop(image: Image.Image, bbox: tuple[float, float, float, float]) -> Image.Image:
-    """A square around the object, 1.5x its larger side, clipped to the image (the CUB convention)."""
-    x, y, w, h = bbox
-    r = int(max(w, h) * 0.75)
-    cx, cy = int(x + w / 2), int(y + h / 2)
-    box = (max(cx - r, 0), max(cy - r, 0), min(cx + r, image.width), min(cy + r, image.height))
-    return image.crop(box)
+    """The :func:`bbox_box` crop of an image."""
+    return image.crop(bbox_box(bbox, image.width, image.height))
 
 
 def resize_crop(image: Image.Image, size: int, *, scale: float = 1.0, random_crop: bool = False,
@@ -225,14 +300,25 @@ def resize_crop(image: Image.Image, size: int, *, scale: float = 1.0, random_cro
 class CaptionedImageDataset(Dataset):
     """Indexed by *caption*: ``dataset[j]`` is caption ``j`` with its image. The sampler decides
     which caption of each image an epoch uses. ``caption_offset`` places this split's captions in the
-    data module's global caption list (the text cache's row numbers)."""
+    data module's global caption list (the text cache's row numbers).
+
+    A reader that keeps its images elsewhere (tars, shards) overrides :meth:`read_image` (and
+    :meth:`describe`, :attr:`unreadable_fix`); the fallback of :meth:`load` is shared."""
+
+    # what to do when images cannot be read any more (shown in the error of :meth:`load`)
+    unreadable_fix = ("they changed or went away after the start-up scan: restore them, or start the run again "
+                      "so that the scan (data.verify_images=true) leaves them out")
 
     def __init__(self, records: list[ImageCaptions], *, image_size: int, train: bool, random_crop: bool = True,
-                 crop_scale: float = 1.0, hflip: bool = False, caption_offset: int = 0, seed: int = 0):
+                 crop_scale: float = 1.0, hflip: bool = False, caption_offset: int = 0, seed: int = 0,
+                 max_pixels: int | None = None):
         self.records, self.seed = records, seed
         self.image_size, self.train = image_size, train
         self.random_crop, self.crop_scale, self.hflip = random_crop, crop_scale, hflip
         self.caption_offset = caption_offset
+        self.max_pixels = max_pixels
+        # the shorter side resize_crop scales to: JPEGs are decoded at the smallest scale that covers it
+        self.decode_size = max(image_size, round(image_size * crop_scale)) if train and random_crop else image_size
         counts = np.array([len(r.captions) for r in records], dtype=np.int64)
         self.caption_counts = counts
         self.first_caption = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
@@ -247,31 +333,64 @@ class CaptionedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.captions)
 
-    def load_image(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def read_image(self, index: int) -> tuple[Image.Image, float]:
+        """Record ``index``'s image, decoded (:func:`decode`), and its scale; raises when unreadable."""
         record = self.records[index]
-        try:
-            image = open_rgb(record.path)
-        except Exception as err:  # noqa: BLE001 - changed on disk after the scan
-            warnings.warn(f"{record.path}: unreadable ({err}); using another image this time", stacklevel=2)
-            return self.load_image((index + 1) % len(self.records), rng)
-        return self.prepare(image, record, rng)
+        return decode(record.path, self.decode_size, record.bbox, self.max_pixels)
 
-    def prepare(self, image: Image.Image, record: ImageCaptions, rng: np.random.Generator | None) -> torch.Tensor:
-        """A decoded RGB image -> this split's tensor: the record's box (if any), then resize, crop
-        and flip (random only when training). Every ``load_image`` (files, shards, tars) ends here."""
+    def describe(self, index: int) -> str:
+        """Record ``index``'s image as an error message names it."""
+        return str(self.records[index].path)
+
+    def load(self, index: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, int, int]:
+        """(image tensor, the record it is of, records passed over): record ``index``'s image or, when
+        that cannot be read, the next readable record's. Past :data:`MAX_UNREADABLE_IN_A_ROW`
+        unreadable records in a row (or all of them) a :class:`DataError` names them."""
+        n = len(self.records)
+        failed = []
+        for passed in range(min(MAX_UNREADABLE_IN_A_ROW, n)):
+            k = (index + passed) % n
+            try:
+                image, scale = self.read_image(k)
+            except Exception as err:  # noqa: BLE001 - whatever the reason, the record is unreadable now
+                failed.append(f"{self.describe(k)} ({type(err).__name__}: {err})")
+                continue
+            if failed:
+                warnings.warn(f"unreadable, the next record is used instead: {'; '.join(failed)}", stacklevel=2)
+            return self.prepare(image, self.records[k], rng, scale), k, passed
+        which = "every image of this split is" if len(failed) == n else f"{len(failed)} images in a row are"
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise DataError(f"{which} unreadable ({shown}): {self.unreadable_fix}")
+
+    def load_image(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The image tensor of record ``index``, or of the next readable record (:meth:`load`)."""
+        return self.load(index, rng)[0]
+
+    def prepare(self, image: Image.Image, record: ImageCaptions, rng: np.random.Generator | None,
+                scale: float = 1.0) -> torch.Tensor:
+        """A decoded RGB image -> this split's tensor: the record's box (if any, in the file's pixels:
+        ``scale`` maps them to the decoded image's), then resize, crop and flip (random only when
+        training). Every image (files, shards, tars) ends here."""
         if record.bbox is not None:
-            image = bbox_crop(image, record.bbox)
+            image = bbox_crop(image, tuple(v * scale for v in record.bbox))
         train = self.train
         return resize_crop(image, self.image_size, scale=self.crop_scale if train and self.random_crop else 1.0,
                            random_crop=train and self.random_crop, flip=train and self.hflip, rng=rng)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``dataset[j]``, or ``dataset[(j, epoch)]`` (the training sampler's form): crops and flips
-        then come from (seed, epoch, j), the same in a resumed run."""
+        then come from (seed, epoch, j), the same in a resumed run. When caption ``j``'s image cannot
+        be read, the item is the next readable record's image with that record's caption (the same
+        turn of its captions), and ``skipped`` counts the records passed over."""
         j, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
         rng = np.random.default_rng([self.seed, epoch, j]) if epoch is not None else None
-        item = {"image": self.load_image(int(self.image_of[j]), rng), "caption": self.captions[j],
-                "caption_id": self.caption_offset + j}
+        asked = int(self.image_of[j])
+        image, got, skipped = self.load(asked, rng)
+        if got != asked:
+            turn = j - int(self.first_caption[asked])
+            j = int(self.first_caption[got]) + turn % int(self.caption_counts[got])
+        item = {"image": image, "caption": self.captions[j], "caption_id": self.caption_offset + j,
+                "skipped": skipped}
         if self.text_cache is not None:
             item.update(self.text_cache.item(self.caption_offset + j))
         return item
@@ -345,6 +464,8 @@ class CaptionDataModule(L.LightningDataModule):
         hflip: bool = True,
         max_caption_chars: int = 300,
         verify_images: bool = True,
+        max_image_pixels: int | None = 40_000_000,
+        max_skipped_fraction: float = 0.01,
         cache_dir: str | None = None,
         cache_text: bool = True,
         cache_dtype: str = "float16",
@@ -367,6 +488,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.random_crop, self.crop_scale, self.hflip = random_crop, crop_scale, hflip
         self.max_caption_chars, self.verify_images = max_caption_chars, verify_images
+        self.max_image_pixels, self.max_skipped_fraction = max_image_pixels, max_skipped_fraction
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_text, self.cache_dtype, self.cache_batch_size = cache_text, cache_dtype, cache_batch_size
         self.report_dir = Path(report_dir) if report_dir else None
@@ -378,6 +500,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.skips = SkipCounts()
         self.layout = ""
         self.text_cache = None
+        self.runtime_skips: dict = {"total": 0, "epochs": []}  # see note_runtime_skips
 
     @classmethod
     def config_problems(cls, values, key: str = "data") -> list[str]:
@@ -387,6 +510,8 @@ class CaptionDataModule(L.LightningDataModule):
         p.number("num_workers", 0, integer=True)
         p.number("crop_scale", 1)
         p.number("max_caption_chars", 1, integer=True)
+        p.number("max_image_pixels", 1, integer=True)
+        p.number("max_skipped_fraction", 0, 1)
         p.number("cache_batch_size", 1, integer=True)
         p.choice("cache_dtype", DTYPES)
         policy = values.get("augment_policy")
@@ -423,9 +548,9 @@ class CaptionDataModule(L.LightningDataModule):
         splits = self.read(skips)
         if self.verify_images:
             every = [r.path for records in splits.values() for r in records]
-            bad = find_unreadable(sorted(set(every)), self.cache_dir)
-            for path in sorted(bad):
-                skips.note("unreadable_images", str(path.relative_to(self.root) if path.is_relative_to(self.root) else path))
+            bad = find_unreadable(sorted(set(every)), self.cache_dir, max_pixels=self.max_image_pixels)
+            for path, reason in sorted(bad.items()):
+                skips.note(reason, str(path.relative_to(self.root) if path.is_relative_to(self.root) else path))
             splits = {k: [r for r in v if r.path not in bad] for k, v in splits.items()}
         if not splits.get("train"):
             raise DataError(f"data.root={self.root}: no usable training images ({self.layout or 'no layout'}; "
@@ -441,7 +566,8 @@ class CaptionDataModule(L.LightningDataModule):
             train = split == "train"
             self.datasets[split] = self.make_dataset(
                 split, splits[split], image_size=self.image_size, train=train, random_crop=self.random_crop,
-                crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset, seed=self.seed)
+                crop_scale=self.crop_scale, hflip=self.hflip, caption_offset=offset, seed=self.seed,
+                max_pixels=self.max_image_pixels)
             offset += len(self.datasets[split])
         self.skips = skips
         self._report()
@@ -453,15 +579,42 @@ class CaptionDataModule(L.LightningDataModule):
     def all_captions(self) -> list[str]:
         return [c for split in SPLIT_NAMES for c in self.datasets[split].captions]
 
+    def images_checked(self) -> str:
+        """When unreadable images are found (stated in the report)."""
+        if self.verify_images:
+            return "at start-up (every image decoded once); later failures are counted in skipped_runtime"
+        return "when read (no start-up scan): unreadable ones are counted in skipped_runtime, per training epoch"
+
     def _report(self) -> None:
         sizes = ", ".join(f"{k} {d.num_images} images / {len(d)} captions" for k, d in self.datasets.items())
-        rank_zero_info(f"data: {self.name} ({self.layout}) at {self.root}: {sizes}; {self.skips.summary()}")
+        rank_zero_info(f"data: {self.name} ({self.layout}) at {self.root}: {sizes}; {self.skips.summary()}; "
+                       f"images checked {self.images_checked()}")
+        self._write_report()
+
+    def _write_report(self) -> None:
+        """``data_report.json``: sizes, what the start-up read skipped (``skipped``) and what training
+        passed over since (``skipped_runtime``, rewritten at each training epoch end)."""
         report = {"dataset": self.name, "layout": self.layout, "root": str(self.root),
                   "images": {k: d.num_images for k, d in self.datasets.items()},
                   "captions": {k: len(d) for k, d in self.datasets.items()},
-                  "skipped": self.skips.counts(), "skipped_examples": self.skips.examples}
+                  "skipped": self.skips.counts(), "skipped_examples": self.skips.examples,
+                  "images_checked": self.images_checked(), "skipped_runtime": self.runtime_skips}
         if self.report_dir is not None and rank_zero_only.rank == 0:
             write_text(self.report_dir / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False))
+
+    def note_runtime_skips(self, epoch: int, skipped: int, samples: int) -> None:
+        """A training epoch's count (all ranks together) of records passed over because their image
+        could not be read, out of ``samples`` served: added to ``data_report.json``; past
+        ``max_skipped_fraction`` of the samples, training stops with a :class:`DataError`."""
+        self.runtime_skips["total"] += int(skipped)
+        self.runtime_skips["epochs"].append({"epoch": int(epoch), "skipped": int(skipped), "samples": int(samples)})
+        self._write_report()
+        if samples and skipped / samples > self.max_skipped_fraction:
+            raise DataError(
+                f"training epoch {epoch}: {skipped} of {samples} samples had an unreadable image "
+                f"({skipped / samples:.1%}), more than data.max_skipped_fraction={self.max_skipped_fraction} "
+                f"(data.root={self.root}; images checked {self.images_checked()}). The warnings above name the "
+                "files: repair or remove them, or raise data.max_skipped_fraction to train on regardless")
 
     def _log_skips(self) -> None:
         trainer = getattr(self, "trainer", None)

@@ -2,7 +2,8 @@
 
 ``data.root`` holds ``CUB_200_2011/`` (``images/CLASS/NAME.jpg``, ``images.txt``,
 ``bounding_boxes.txt``) and the caption folder ``text/`` (AttnGAN / DF-GAN's birds.zip) or
-``text_c10/`` (Reed's cvpr2016_cub), with ``CLASS/NAME.txt`` holding one caption per line.
+``text_c10/`` (Reed's cvpr2016_cub), with ``CLASS/NAME.txt`` holding one caption per line (a file of
+blank lines only counts as an empty caption; its image is left out).
 
 The split is by class, as in the text-to-image literature: 150 train+val classes, 50 test classes.
 Its source, first found wins: ``train/filenames.pickle`` + ``test/filenames.pickle`` (birds.zip),
@@ -72,8 +73,12 @@ class CubDataModule(CaptionDataModule):
     def _rows(self, text_dir: Path, images: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]:
         for path in sorted(text_dir.glob("*/*.txt")):
             image = images / path.parent.name / f"{path.stem}.jpg"
-            for number, line in read_lines(path):
-                yield image, line, f"{path.parent.name}/{path.name}:{number}"
+            name = f"{path.parent.name}/{path.name}"
+            lines = list(read_lines(path, skips, name))
+            if not lines:  # only blank lines: an empty caption of its image (counted, not lost)
+                yield image, "", f"{name} (only blank lines)"
+            for number, line in lines:
+                yield image, line, f"{name}:{number}"
 
     def _bboxes(self, cub: Path) -> dict[str, tuple[float, float, float, float]]:
         index, boxes = cub / "images.txt", cub / "bounding_boxes.txt"

@@ -19,7 +19,15 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from datamodules.captions import CaptionDataModule, DataError, ImageCaptions, SkipCounts, group_rows, seeded_split
+from datamodules.captions import (
+    CaptionDataModule,
+    DataError,
+    ImageCaptions,
+    SkipCounts,
+    decode_text,
+    group_rows,
+    seeded_split,
+)
 from lightning_modules.checks import Problems, check
 
 SPLIT_SOURCES = ("auto", "official", "karpathy", "random")
@@ -27,9 +35,10 @@ SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Numbered lines, any line ending (CRLF included), a UTF-8 BOM dropped, undecodable bytes replaced."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+def read_lines(path: Path, skips: SkipCounts | None = None, where: str | None = None) -> Iterator[tuple[int, str]]:
+    """Numbered non-blank lines, any line ending (CRLF included), a UTF-8 BOM dropped; a file that is
+    not UTF-8 is decoded as :func:`~datamodules.captions.decode_text` says (counted in ``skips``)."""
+    text = decode_text(path.read_bytes(), where or path.name, skips)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             yield number, line
@@ -37,7 +46,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def token_rows(path: Path, images: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]:
     """``Flickr8k.token.txt``: ``NAME.jpg#k<TAB>caption`` per line."""
-    for number, line in read_lines(path):
+    for number, line in read_lines(path, skips):
         name, tab, caption = line.partition("\t")
         if not tab or "#" not in name:
             skips.note("rows_malformed", f"{path.name}:{number}")
@@ -47,7 +56,7 @@ def token_rows(path: Path, images: Path, skips: SkipCounts) -> Iterator[tuple[Pa
 
 def csv_rows(path: Path, images: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]:
     """Kaggle ``captions.txt``: CSV with a header naming ``image`` and ``caption``."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = decode_text(path.read_bytes(), path.name, skips)
     reader = csv.reader(text.splitlines())
     header = [h.strip().lower() for h in next(reader, [])]
     if "image" not in header or "caption" not in header:

@@ -2,7 +2,8 @@
 
 * a folder (searched recursively) of images, each with a same-named ``.txt`` beside it holding one
   caption per line (several lines: several captions). Images without a ``.txt`` are counted and
-  skipped; a ``.txt`` without an image counts as rows naming a missing image.
+  skipped; a ``.txt`` without an image counts as rows naming a missing image; a ``.txt`` of blank
+  lines only counts as an empty caption (its image is left out).
 * ``data.manifest=FILE``: JSON lines ``{"image": PATH, "caption": TEXT}`` (or ``"captions": [..]``;
   ``file_name``/``text`` accepted too) or a CSV whose header names an image and a caption column.
   Relative image paths are relative to the manifest's folder.
@@ -23,6 +24,7 @@ from datamodules.captions import (
     DataError,
     ImageCaptions,
     SkipCounts,
+    decode_text,
     group_rows,
     missing,
     seeded_split,
@@ -38,7 +40,7 @@ def _pick(keys: tuple[str, ...], available) -> str | None:
 
 
 def jsonl_rows(path: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]:
-    for number, line in read_lines(path):
+    for number, line in read_lines(path, skips):
         where = f"{path.name}:{number}"
         try:
             record = json.loads(line)
@@ -56,7 +58,7 @@ def jsonl_rows(path: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]
 
 
 def manifest_csv_rows(path: Path, skips: SkipCounts) -> Iterator[tuple[Path, str, str]]:
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = decode_text(path.read_bytes(), path.name, skips)
     reader = csv.reader(text.splitlines())
     header = [h.strip().lower() for h in next(reader, [])]
     image_key, caption_key = _pick(IMAGE_KEYS, header), _pick(CAPTION_KEYS, header)
@@ -92,8 +94,12 @@ class FolderDataModule(CaptionDataModule):
         images = {p.with_suffix(""): p for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
         for text in (p for p in files if p.suffix.lower() == ".txt"):
             image = images.pop(text.with_suffix(""), text.with_suffix(".jpg"))
-            for number, line in read_lines(text):
-                yield image, line, f"{text.relative_to(self.root)}:{number}"
+            name = str(text.relative_to(self.root))
+            lines = list(read_lines(text, skips, name))
+            if not lines:  # only blank lines: an empty caption of its image (counted, not lost)
+                yield image, "", f"{name} (only blank lines)"
+            for number, line in lines:
+                yield image, line, f"{name}:{number}"
         for image in images.values():  # images left without a caption file
             skips.note("images_without_captions", str(image.relative_to(self.root)))
 

@@ -14,6 +14,11 @@ same (image, caption) batches as a run on the source, with the same seed. The or
 resumable sampler: a resumed run continues at the next unseen batch, and under DDP every rank reads
 an equal, disjoint share. Chunks are read by index (``StreamingDataset[i]``); ``input_dir`` may be a
 local folder or a URL litdata streams from (the manifest is then read with fsspec).
+
+The source's images were checked when the shards were written; an image that does not decode from
+its chunk now (a damaged copy) is replaced by the next sample, image and caption, counted per
+training epoch (``data/skipped_runtime``, the report's ``skipped_runtime``), and training stops
+past ``data.max_skipped_fraction``, as for every reader (``captions.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from datamodules.captions import (
     DataError,
     ImageCaptions,
     SkipCounts,
-    to_rgb,
+    decode,
 )
 from lightning_modules.files import write_text
 
@@ -151,15 +156,15 @@ class ShardImages(CaptionedImageDataset):
             self._stream = StreamingDataset(input_dir=self.folder, shuffle=False)
         return self._stream
 
-    def load_image(self, index: int, rng=None):
-        record = self.records[index]
-        try:
-            data = self._images()[self.start + index]["image"]
-            image = to_rgb(Image.open(io.BytesIO(data)))
-        except Exception as err:  # noqa: BLE001 - a damaged chunk: name it
-            raise DataError(f"{self.folder}: image {index} unreadable from its shard ({type(err).__name__}: {err}); "
-                            "write the shards again") from err
-        return self.prepare(image, record, rng)
+    unreadable_fix = ("the shards are damaged: copy them again, or write them again with "
+                      "`python -m datamodules.make_shards data=SOURCE out=DIR`")
+
+    def read_image(self, index: int) -> tuple[Image.Image, float]:
+        data = self._images()[self.start + index]["image"]
+        return decode(io.BytesIO(data), self.decode_size, self.records[index].bbox, self.max_pixels)
+
+    def describe(self, index: int) -> str:
+        return f"{self.folder} item {self.start + index}"
 
 
 class ShardsDataModule(CaptionDataModule):
@@ -183,6 +188,10 @@ class ShardsDataModule(CaptionDataModule):
     @classmethod
     def where(cls) -> str:
         return "Write shards with `python -m datamodules.make_shards data=SOURCE out=DIR`."
+
+    def images_checked(self) -> str:
+        return ("by the source's scan when the shards were written, and when read: images that no longer decode "
+                "are counted in skipped_runtime, per training epoch")
 
     def read(self, skips: SkipCounts) -> dict[str, list[ImageCaptions]]:
         manifest = read_manifest(self.input_dir)

@@ -7,7 +7,14 @@ once (member offsets, no image decoded); an image is then read by seeking into i
 real-data pipeline of ``captions.py`` applies unchanged: seeded split (``split_fractions``), one
 caption per image per epoch, resumable order, equal disjoint shares under DDP, the text cache.
 Skipped: images without a caption, captions without an image, unreadable tars (named in
-``data_report.json``).
+``data_report.json``); captions that are not UTF-8 are decoded as Windows-1252 and counted.
+
+Images are not scanned at start-up (an img2dataset folder holds millions): they are checked when
+read, which ``data_report.json`` states (``images_checked``). A member that does not decode is
+replaced by the next sample (image and caption), counted per training epoch as
+``data/skipped_runtime`` and in the report's ``skipped_runtime``, and training stops past
+``data.max_skipped_fraction`` (see ``captions.py``). JPEG members are decoded at a reduced scale,
+other formats above ``data.max_image_pixels`` are skipped the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from datamodules.captions import (
     ImageCaptions,
     SkipCounts,
     clean_caption,
+    decode,
+    decode_text,
     seeded_split,
-    to_rgb,
 )
 
 
@@ -65,8 +73,8 @@ def index_tar(tar: Path, root: Path, skips: SkipCounts, max_chars: int) -> list[
         if key not in texts:
             skips.note("images_without_captions", f"{tar.name}:{member.name}")
             continue
-        captions = [c for c in (clean_caption(line, max_chars) for line in
-                                texts.pop(key).decode("utf-8", errors="replace").splitlines()) if c]
+        text = decode_text(texts.pop(key), f"{tar.name}:{key}.txt", skips)
+        captions = [c for c in (clean_caption(line, max_chars) for line in text.splitlines()) if c]
         if not captions:
             skips.note("empty_captions", f"{tar.name}:{key}.txt")
             continue
@@ -78,15 +86,16 @@ def index_tar(tar: Path, root: Path, skips: SkipCounts, max_chars: int) -> list[
 
 
 class TarImages(CaptionedImageDataset):
-    def load_image(self, index: int, rng=None):
+    """A split whose images are tar members, read by seeking to their offset."""
+
+    unreadable_fix = "the tar shard is damaged: download or write it again, or move it out of data.root"
+
+    def read_image(self, index: int) -> tuple[Image.Image, float]:
         record = self.records[index]
-        try:
-            with open(record.tar, "rb") as f:
-                f.seek(record.offset)
-                image = to_rgb(Image.open(io.BytesIO(f.read(record.size))))
-        except Exception as err:  # noqa: BLE001 - changed on disk after indexing
-            raise DataError(f"{record.path}: unreadable from its tar ({type(err).__name__}: {err})") from err
-        return self.prepare(image, record, rng)
+        with open(record.tar, "rb") as f:
+            f.seek(record.offset)
+            data = f.read(record.size)
+        return decode(io.BytesIO(data), self.decode_size, record.bbox, self.max_pixels)
 
 
 class WebDatasetDataModule(CaptionDataModule):

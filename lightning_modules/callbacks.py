@@ -10,8 +10,9 @@ from typing import Sequence
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_modules.checkpointing import nonfinite, remove_stray_tmp
 from lightning_modules.errors import ConfigError, MetricsError
 from lightning_modules.files import write_text
 from lightning_modules.sampling import labelled_grid, save_png, side_by_side, to_uint8
@@ -67,6 +68,11 @@ class Checkpoint(ModelCheckpoint):
     steps), and one skipped update shifts them for good: ``global_step % N`` would never be 0 again.
     Lightning's own callback also skips the final save once any periodic checkpoint was written, so
     ``last.ckpt`` could be up to an interval old when a run ends between two periodic saves.
+
+    No checkpoint of non-finite weights is written: such a save is skipped with a warning (every rank
+    decides together) and the files already written stay as they are, so ``resume=auto`` never finds
+    diverged weights. When a periodic checkpoint was just written for this state, ``last.ckpt`` is a
+    link to it (replaced atomically), not a second full copy.
     """
 
     def __init__(self, *, every_n_batches: int | None = None, **kwargs):
@@ -91,12 +97,80 @@ class Checkpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_now(trainer)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath:
+            remove_stray_tmp(self.dirpath, warn=rank_zero_info)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        bad = weights_nonfinite(trainer)
+        finite = not bad
+        if trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if not finite:
+            rank_zero_warn(f"gan-ga: not writing {filepath}: {len(bad) or 'some'} weights or optimizer states are not "
+                           f"finite{f' (first: {bad[0]})' if bad else ' on another rank'}; the checkpoints already "
+                           "written are kept")
+            return
+        super()._save_checkpoint(trainer, filepath)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        if not self.save_last:
+            return
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        version = self.STARTING_VERSION  # another run's last.ckpt in this folder is kept (last-v1.ckpt ...)
+        while self._enable_version_counter and self.file_exists(filepath, trainer) and filepath != self.last_model_path:
+            filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST, ver=version)
+            version += 1
+        previous, self.last_model_path = self.last_model_path, filepath
+        just_saved = self._last_checkpoint_saved
+        if (just_saved and self._last_global_step_saved == trainer.global_step
+                and Path(just_saved).name != Path(filepath).name):
+            link_file(trainer, just_saved, filepath)  # same state: a link, not a second copy
+        else:
+            self._save_checkpoint(trainer, filepath)
+        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._remove_checkpoint(trainer, previous)
+
     def save_now(self, trainer: L.Trainer) -> str | None:
-        """Write ``last.ckpt`` for the current state unless it is already on disk (every rank calls)."""
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
+        """Write ``last.ckpt`` for the current state unless it is already on disk (every rank calls);
+        its path, or None when nothing holds this state (no ``save_last``, or non-finite weights)."""
+        if not self.save_last:
+            return None
+        if self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._last_global_step_saved = trainer.global_step
+            written = self._last_global_step_saved == trainer.global_step
+            self._last_global_step_saved = trainer.global_step  # a refused save is not retried
+            if not written:
+                return None
         return self.last_model_path or None
+
+
+def link_file(trainer: L.Trainer, target: str, link: str) -> None:
+    """``link`` -> ``target`` (relative symlink, or a copy where links are not allowed), replacing
+    ``link`` atomically; rank 0 writes, every rank waits."""
+    import os
+    import shutil
+    import uuid
+
+    if trainer.is_global_zero:
+        tmp = Path(link).with_name(f".{Path(link).name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.symlink(os.path.relpath(target, os.path.dirname(link)), tmp)
+        except OSError:
+            shutil.copy(target, tmp)
+        os.replace(tmp, link)
+    trainer.strategy.barrier()
+
+
+def weights_nonfinite(trainer: L.Trainer) -> list[str]:
+    """Names of the module's parameters / buffers and optimizer states that are not finite."""
+    module = trainer.lightning_module
+    named = list(module.state_dict().items())
+    for i, optimizer in enumerate(trainer.optimizers):
+        for pid, state in optimizer.state_dict()["state"].items():
+            named += [(f"optimizer{i}.state.{pid}.{k}", v) for k, v in state.items()]
+    return nonfinite(named)
 
 
 def _from_submitit(handler) -> bool:
@@ -110,10 +184,13 @@ class Preemption(L.Callback):
     (atomically) and training stops cleanly. ``python train.py resume=auto hydra.run.dir=RUN``
     continues from it.
 
-    Lightning notes SIGTERM itself (``trainer.received_sigterm``) and stops after the batch; this
-    callback saves first. SIGUSR1/SIGUSR2 are taken unless Lightning's SLURM auto-requeue handles
-    them; under submitit (``hydra/launcher=slurm``) its requeue handler runs after the save, so the
-    requeued job resumes from this batch.
+    A handler only notes the signal. At the end of each batch the ranks decide together (one
+    all-reduce: a signal may reach one rank first, or arrive while rank 0 writes a checkpoint), save
+    and stop at the same batch, and the process exits 0. SIGTERM is taken from Lightning once its own
+    handler is installed (before the sanity check): that handler runs a collective inside the signal
+    handler and hangs DDP when the ranks are not at the same point. SIGUSR1/SIGUSR2 are taken unless
+    Lightning's SLURM auto-requeue handles them; under submitit (``hydra/launcher=slurm``) its requeue
+    handler runs after the save, so the requeued job resumes from this batch.
     """
 
     SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -147,6 +224,25 @@ class Preemption(L.Callback):
             if current in (signal.SIG_DFL, None) or _from_submitit(current):
                 self._previous[signum] = signal.signal(signum, self._handler)
 
+    def _take_sigterm(self) -> None:
+        """Put this callback's handler in place of Lightning's SIGTERM handler (installed after
+        ``on_fit_start``); the one it replaces is put back at teardown."""
+        import signal
+        import threading
+
+        if "SIGTERM" not in self.signals or threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if current != self._handler:
+            self._previous.setdefault(signal.SIGTERM, current)
+            signal.signal(signal.SIGTERM, self._handler)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm()
+
     def _requested(self, trainer: L.Trainer) -> bool:
         local = self.received is not None or ("SIGTERM" in self.signals and trainer.received_sigterm)
         if trainer.world_size > 1:  # a signal may reach one rank first: stop together
@@ -156,7 +252,7 @@ class Preemption(L.Callback):
     def _save_and_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         callback = trainer.checkpoint_callback
         path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
-        if path is None and callback is not None and callback.dirpath:
+        if not isinstance(callback, Checkpoint) and callback is not None and callback.dirpath:
             path = str(Path(callback.dirpath) / "last.ckpt")
             trainer.save_checkpoint(path)
         batches = int(getattr(pl_module, "batches_seen", -1))
@@ -186,7 +282,8 @@ class Preemption(L.Callback):
         import signal
 
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) == self._handler:  # Lightning may have restored its originals first
+                signal.signal(signum, handler)
         self._previous = {}
 
 
@@ -367,3 +464,37 @@ def log_images(logger, key: str, grid, prompts: Sequence[str], rows, step: int) 
                          data=[[step, p, wandb.Image(s, caption=p)] for p, s in zip(prompts, strips)])
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, np.asarray(grid), global_step=step, dataformats="HWC")
+
+
+class RuntimeSkips(L.Callback):
+    """Training samples whose image could not be read when their batch was made: real-data items
+    carry ``skipped`` (records passed over to make them, ``datamodules/captions.py``), summed here
+    (on the device, no sync per batch) over each training epoch. At its end the count of every rank
+    is logged as ``data/skipped_runtime`` and handed to the data module's ``note_runtime_skips``,
+    which adds it to ``data_report.json`` and stops the run past ``data.max_skipped_fraction``.
+    Batches without ``skipped`` (data=shapes never skips) are left alone."""
+
+    def __init__(self):
+        self.skipped: torch.Tensor | None = None
+        self.samples = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.skipped, self.samples = None, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if not isinstance(batch, dict) or "skipped" not in batch:
+            return
+        count = batch["skipped"].sum()
+        self.skipped = count if self.skipped is None else self.skipped + count
+        self.samples += batch["skipped"].numel()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.skipped is None:
+            return
+        totals = torch.stack([self.skipped.long(), torch.tensor(self.samples, device=self.skipped.device)])
+        skipped, samples = (int(v) for v in trainer.strategy.reduce(totals, reduce_op="sum"))
+        pl_module.log("data/skipped_runtime", float(skipped), on_step=False, on_epoch=True, sync_dist=False)
+        note = getattr(trainer.datamodule, "note_runtime_skips", None)
+        if note is not None:
+            note(trainer.current_epoch, skipped, samples)

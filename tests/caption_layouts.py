@@ -61,7 +61,8 @@ def _names() -> list[str]:
 
 def expected(rows_missing: int, missing_images: int, unreadable: int = 1, **more: int) -> dict[str, int]:
     counts = {"rows_missing_image": rows_missing, "missing_images": missing_images, "rows_malformed": 0,
-              "empty_captions": 0, "unreadable_images": unreadable, "images_without_captions": 0, "unreadable_tars": 0}
+              "empty_captions": 0, "unreadable_images": unreadable, "images_without_captions": 0, "unreadable_tars": 0,
+              "oversized_images": 0, "captions_not_utf8": 0}
     counts.update(more)
     return counts
 

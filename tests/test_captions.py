@@ -26,6 +26,7 @@ from datamodules.coco import CocoDataModule
 from datamodules.cub import CubDataModule
 from datamodules.flickr8k import Flickr8kDataModule
 from datamodules.folder import FolderDataModule
+from lightning_modules.errors import ConfigError
 
 TRAIN_FAST = ["encoder=tiny", "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.num_workers=0",
               "data.batch_size=4", "data.image_size=32", "model.generator.base_channels=8",
@@ -253,3 +254,183 @@ def test_ddp_ranks_train_on_different_images(tmp_path):
     images = [{int(train.image_of[i]) for i in r["ids"]} for r in ranks]
     assert len(ranks[0]["ids"]) == len(ranks[1]["ids"]) == 4
     assert len(images[0]) == len(images[1]) == 4 and not images[0] & images[1]
+
+
+# -- unreadable samples at run time, caption files, large images
+
+def _captioned_folder(root: Path, n: int, kind: str = "rgb") -> Path:
+    """``n`` images with a one-line caption each: ``img_I.jpg`` + ``img_I.txt`` ("picture I")."""
+    for i in range(n):
+        layouts.write_image(root / f"img_{i}.jpg", kind, seed=i).with_suffix(".txt").write_text(f"picture {i}\n")
+    return root
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _tar_with_one_corrupt_member(root: Path, n: int) -> Path:
+    """A WebDataset tar of ``n`` readable samples plus one whose image does not decode."""
+    members = []
+    for i in range(n):
+        image = layouts.write_image(root.parent / "images" / f"{i}.jpg", "rgb", seed=i)
+        members += [(f"{i:06d}.jpg", image.read_bytes()), (f"{i:06d}.txt", f"sample number {i}".encode())]
+    members += [(f"{n:06d}.jpg", b"these bytes are not a JPEG"), (f"{n:06d}.txt", b"the corrupt sample")]
+    return _tar(root / "00000.tar", members)
+
+
+def test_an_image_gone_after_the_scan_gives_the_next_records_image_and_caption(tmp_path):
+    root = _captioned_folder(tmp_path / "f", 4)
+    dm = FolderDataModule(root=str(root), image_size=32, num_workers=0, cache_text=False,
+                          cache_dir=str(tmp_path / "c"), split_fractions={"val": 0.0, "test": 0.0})
+    dm.setup("fit")
+    records = dm.datasets["train"].records
+    train = CaptionedImageDataset(records, image_size=32, train=False, caption_offset=dm.datasets["train"].caption_offset)
+    expected = [train[int(train.first_caption[i])] for i in range(train.num_images)]
+    train.records[1].path.unlink()
+    with pytest.warns(UserWarning, match="img_"):
+        item = train[int(train.first_caption[1])]
+    assert item["caption"] == expected[2]["caption"] == train.records[2].captions[0]  # the pair stays a pair
+    torch.testing.assert_close(item["image"], expected[2]["image"], rtol=0, atol=0)
+    assert dm.all_captions()[item["caption_id"]] == item["caption"]
+    assert item["skipped"] == 1 and all(e["skipped"] == 0 for e in expected)
+    with pytest.warns(UserWarning):  # the data module's own training split: the same fallback
+        assert dm.datasets["train"][(int(train.first_caption[1]), 0)]["caption"] == records[2].captions[0]
+    for record in train.records[2:] + train.records[:1]:
+        record.path.unlink()
+    with pytest.raises(DataError, match="every image of this split is unreadable.*img_.*verify_images"):
+        train[0]
+
+
+def test_a_long_run_of_unreadable_records_stops_with_their_names(tmp_path):
+    image = layouts.write_image(tmp_path / "kept.jpg", "rgb")
+    records = [ImageCaptions(tmp_path / f"gone_{i}.jpg", [f"gone {i}"]) for i in range(40)]
+    records.append(ImageCaptions(image, ["kept"]))
+    dataset = CaptionedImageDataset(records, image_size=16, train=False)
+    with pytest.raises(DataError, match=r"32 images in a row are unreadable \(.*gone_0\.jpg"):
+        dataset[0]
+    item = dataset[20]  # 20 records passed over: within the limit
+    assert item["caption"] == "kept" and item["skipped"] == 20
+
+
+def test_blank_and_non_utf8_caption_files_are_counted_and_named(tmp_path):
+    root = _captioned_folder(tmp_path / "f", 3)
+    (root / "img_0.txt").write_bytes(b"\r\n   \n\t\n")
+    (root / "img_1.txt").write_bytes("un café crème près du lac\n".encode("latin-1"))
+    dm = FolderDataModule(root=str(root), image_size=32, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    counts = dm.skips.counts()
+    assert counts["empty_captions"] == 1 and dm.skips.examples["empty_captions"] == ["img_0.txt (only blank lines)"]
+    assert counts["captions_not_utf8"] == 1 and "img_1.txt" in dm.skips.examples["captions_not_utf8"][0]
+    assert "un café crème près du lac" in dm.all_captions()  # decoded, not U+FFFD
+    assert not any("\ufffd" in c for c in dm.all_captions())
+
+
+def _photo(path: Path, size: tuple[int, int], fmt: str = "JPEG") -> Path:
+    """A smooth picture (gradients): decoding at a reduced scale changes its pixels very little."""
+    w, h = size
+    x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
+    pixels = np.stack([x, y, 255 - (x + y) / 2], axis=-1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, fmt, quality=95)
+    return path
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_in_every_reader(tmp_path):
+    from datamodules.captions import decode
+    from datamodules.tars import WebDatasetDataModule
+
+    big = _photo(tmp_path / "f" / "big.jpg", (2400, 1800))
+    big.with_suffix(".txt").write_text("a big photo\n")
+    image, scale = decode(big, need=38)
+    assert image.size == (300, 225) and scale == 1 / 8  # 1/8 is the smallest scale still >= 38 pixels
+    assert decode(big, need=400)[0].size == (600, 450)  # 1/4: 1/8 would be too small
+    _captioned_folder(tmp_path / "f", 3)
+    folder = FolderDataModule(root=str(tmp_path / "f"), image_size=32, cache_dir=str(tmp_path / "c"),
+                              split_fractions={"val": 0.0, "test": 0.0})
+    folder.setup("fit")
+    members = [(p.name, p.read_bytes()) for p in sorted((tmp_path / "f").iterdir())]
+    _tar(tmp_path / "t" / "0.tar", members)
+    tars = WebDatasetDataModule(root=str(tmp_path / "t"), image_size=32, cache_dir=str(tmp_path / "c"),
+                                split_fractions={"val": 0.0, "test": 0.0})
+    tars.setup("fit")
+    for dm in (folder, tars):
+        train = dm.datasets["train"]
+        k = next(i for i, r in enumerate(train.records) if r.captions == ["a big photo"])
+        assert train.read_image(k)[0].size == (300, 225), dm.name
+        assert train[int(train.first_caption[k])]["image"].shape == (3, 32, 32)
+
+
+def test_a_box_crop_is_the_same_region_when_decoded_at_a_reduced_scale(tmp_path):
+    path = _photo(tmp_path / "bird.jpg", (2000, 1600))
+    record = ImageCaptions(path, ["a bird"], bbox=(900.0, 500.0, 300.0, 200.0))
+    dataset = CaptionedImageDataset([record], image_size=32, train=False)
+    drafted = dataset.load_image(0)
+    whole = dataset.prepare(open_rgb(path), record, None)
+    assert (drafted - whole).abs().mean() < 0.02  # the box was scaled with the image
+
+
+def test_non_jpeg_images_above_the_pixel_limit_are_skipped_and_counted(tmp_path):
+    root = _captioned_folder(tmp_path / "f", 3)
+    _photo(root / "huge.png", (300, 200), "PNG").with_suffix(".txt").write_text("a huge png\n")
+    dm = FolderDataModule(root=str(root), image_size=32, cache_dir=str(tmp_path / "c"), max_image_pixels=50_000)
+    dm.setup("fit")
+    assert dm.skips.counts()["oversized_images"] == 1 and dm.skips.examples["oversized_images"] == ["huge.png"]
+    assert "a huge png" not in dm.all_captions()
+    with pytest.raises(ConfigError, match="data.max_image_pixels=0: must be >= 1"):
+        FolderDataModule(root=str(root), max_image_pixels=0)
+    with pytest.raises(ConfigError, match="data.max_skipped_fraction=1.5: must be >= 0 and <= 1"):
+        FolderDataModule(root=str(root), max_skipped_fraction=1.5)
+
+
+TAR_TRAIN = ["data=webdataset", "data.split_fractions.val=0", "data.batch_size=3", "data.image_size=32",
+             "trainer.max_epochs=3", "trainer.max_steps=-1", "trainer.limit_val_batches=0", "logger=csv",
+             "callbacks.model_checkpoint.every_n_batches=0"]
+
+
+def test_a_tar_with_one_corrupt_member_trains_3_epochs_with_one_runtime_skip_per_epoch(tmp_path):
+    import csv
+
+    from conftest import compose_train
+
+    from lightning_modules.training import run_training
+
+    root = tmp_path / "tars"
+    _tar_with_one_corrupt_member(root, 8)  # 9 samples: 3 batches of 3, every sample read every epoch
+    run = tmp_path / "run"
+    run_training(compose_train(run, [*TAR_TRAIN, f"data.root={root}", "data.max_skipped_fraction=0.2",
+                                     f"paths.cache_dir={tmp_path / 'cache'}"]))
+    with (run / "csv" / "metrics.csv").open() as f:
+        logged = [float(row["data/skipped_runtime"]) for row in csv.DictReader(f) if row.get("data/skipped_runtime")]
+    assert logged == [1.0, 1.0, 1.0]
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["images_checked"].startswith("when read")
+    assert report["skipped_runtime"] == {"total": 3, "epochs": [{"epoch": e, "skipped": 1, "samples": 9}
+                                                                for e in range(3)]}
+
+
+def test_too_many_runtime_skips_stop_training_with_one_line_and_no_damaged_checkpoint(tmp_path):
+    root = tmp_path / "tars"
+    _tar_with_one_corrupt_member(root, 8)
+    run = tmp_path / "run"
+    fast = [o for o in TRAIN_FAST if o != "trainer.fast_dev_run=true"]
+    result = run_script("train.py", *fast, *TAR_TRAIN, f"data.root={root}", f"paths.cache_dir={tmp_path / 'cache'}",
+                        f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("gan-ga: training epoch 0: 1 of 9 samples had an unreadable image")
+    assert "data.max_skipped_fraction=0.01" in last
+    assert json.loads((run / "data_report.json").read_text())["skipped_runtime"]["total"] == 1
+    written = sorted((run / "checkpoints").glob("*")) if (run / "checkpoints").is_dir() else []
+    assert all(p.suffix == ".ckpt" for p in written), written  # no half-written temporary file left behind
+    for ckpt in written:
+        assert torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]

@@ -154,3 +154,35 @@ def test_make_shards_cli_then_train_on_them(tmp_path):
     cfg = compose_train(tmp_path / "train", ["data=shards", f"data.input_dir={out}", *SIZE,
                                              "trainer.fast_dev_run=true"])
     run_training(cfg)
+
+
+def test_an_image_that_does_not_decode_from_its_shard_gives_the_next_sample(tmp_path):
+    """A damaged image in the chunks (here: corrupt when written) is replaced by the next record's
+    image and caption, and counted; JPEGs are decoded at a reduced scale from the chunks too."""
+    import warnings
+
+    from PIL import Image
+
+    from datamodules.shards import write_shards
+
+    source = tmp_path / "data"
+    for i in range(6):
+        layouts.write_image(source / f"p{i}.jpg", "rgb", seed=i).with_suffix(".txt").write_text(f"picture {i}\n")
+    Image.new("RGB", (1600, 1200), (90, 120, 200)).save(source / "large.jpg", quality=90)
+    (source / "large.txt").write_text("a large photo\n")
+    folder = _datamodule(tmp_path, ["data=folder", f"data.root={source}", "data.split_fractions.val=0"])
+    train = folder.datasets["train"]
+    bad = next(k for k, r in enumerate(train.records) if r.path.name.startswith("p"))
+    train.records[bad].path.write_bytes(b"no longer an image")  # after the start-up scan
+    out = tmp_path / "shards"
+    write_shards(folder, out, source={"data": {"_target_": "datamodules.folder.FolderDataModule"}}, chunk_bytes="4kb")
+    shards = _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"]).datasets["train"]
+    nxt = shards.records[(bad + 1) % shards.num_images]
+    with pytest.warns(UserWarning, match=f"item {bad}"):
+        item = shards[(int(shards.first_caption[bad]), 0)]
+    assert item["skipped"] == 1 and item["caption"] == nxt.captions[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert sum(shards[int(j)]["skipped"] for j in shards.first_caption) == 1
+    large = next(k for k, r in enumerate(shards.records) if r.captions == ["a large photo"])
+    assert shards.read_image(large)[0].size == (200, 150)  # 1/8 of 1600x1200: still >= 38 pixels
