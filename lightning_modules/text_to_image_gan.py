@@ -41,7 +41,7 @@ from lightning_modules.checks import Problems, check
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
-from lightning_modules.errors import DivergenceError
+from lightning_modules.errors import CheckpointError, DivergenceError
 from lightning_modules.loading import restore_encoder_weights
 from lightning_modules.losses import (
     LOSS_NAMES,
@@ -99,6 +99,15 @@ OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay", "momentum")
 
 # keys that differ between any two runs and change nothing about training
 _RUN_LOCAL_KEYS = ("paths.", "resume", "ckpt_path", "logger.", "hydra.", "task_name", "tags")
+
+
+def state_misfits(own: dict, loaded: dict) -> list[str]:
+    """How a loaded state dict does not fit a module's: missing and unexpected keys, other shapes."""
+    misfits = [f"{k}: checkpoint {tuple(loaded[k].shape)}, model {tuple(v.shape)}"
+               for k, v in own.items() if k in loaded and tuple(loaded[k].shape) != tuple(v.shape)]
+    misfits += [f"{k}: not in the checkpoint" for k in own if k not in loaded]
+    misfits += [f"{k}: not in the model" for k in loaded if k not in own]
+    return misfits
 
 
 def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
@@ -649,5 +658,11 @@ class TextToImageGAN(L.LightningModule):
             rank_zero_warn("gan-ga: resuming with settings that differ from the checkpoint's; this run's take effect "
                            "(optimizer settings included): " + "; ".join(changed))
         self.complete_state_dict(checkpoint["state_dict"])
+        misfits = state_misfits(self.state_dict(), checkpoint["state_dict"])
+        if misfits:
+            raise CheckpointError("the checkpoint's weights do not fit the model this run's config builds: "
+                                  + "; ".join(misfits[:5]) + (f" (and {len(misfits) - 5} more)" if len(misfits) > 5 else "")
+                                  + ". Resume with the checkpoint's model settings"
+                                  + (f" (differences: {'; '.join(changed[:8])})" if changed else ""))
         if (checkpoint.get("gan_ga") or {}).get("rng"):
             restore_rng_states(checkpoint["gan_ga"]["rng"])

@@ -246,3 +246,12 @@ def test_a_file_config_keeps_only_what_builds_a_model():
                         ({"fusion": {**config["fusion"], "_args_": ["x"]}}, "fusion._args_")]:
         with pytest.raises(FileConfigError, match=key.replace(".", r"\.").replace("$", r"\$")):
             checked_file_config({**config, **change}, "f")
+
+
+def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
+    run_training(compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100"]))
+    result = run_script("train.py", *FAST, "trainer.max_steps=8", "model.generator.base_channels=16",
+                        "resume=auto", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "do not fit" in result.stderr and "generator." in result.stderr and "Traceback" not in result.stderr
+    assert "model.generator.base_channels: 8 -> 16" in result.stderr

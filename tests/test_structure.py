@@ -156,3 +156,27 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
         assert expected in str(err.value)
     with pytest.raises(ConfigError, match="model.discriminator.match_aggregate='max'"):
         Discriminator(image_size=32, text_dim=8, match_aggregate="max")
+
+
+def test_every_test_the_readme_names_for_a_promise_exists():
+    """The Reliability table names the test of each promise: each named test must be there."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Reliability"):readme.index("**Resume.**")]
+    named = 0
+    for cell in re.findall(r"\| ([^|]*test_[^|]*) \|\n", section):
+        current = None
+        for ref in re.findall(r"`([^`]+)`", cell):
+            file, _, test = ref.partition("::")
+            if file.endswith(".py"):
+                current = file
+            elif file:
+                continue  # a config key or a value, not a test
+            assert current is not None, ref
+            source = (root / "tests" / current).read_text(encoding="utf-8")
+            if test:
+                assert re.search(rf"^def {re.escape(test)}\(", source, re.M), f"{current}::{test} is not a test"
+                named += 1
+    assert named >= 20
