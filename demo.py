@@ -8,6 +8,8 @@ run at once; more are answered 503 with Retry-After. A host that is not a loopba
 about: the demo has no authentication.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -21,4 +23,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from lightning_modules.cli import check_choices
+
+    check_choices(Path(__file__).parent / "conf")
     main()

@@ -4,6 +4,8 @@
     python evaluate.py ckpt_path=... metrics=[fid,kid,is] inception_weights=/models/pt_inception.pth
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,4 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from lightning_modules.cli import check_choices
+
+    check_choices(Path(__file__).parent / "conf")
     main()

@@ -4,6 +4,8 @@
     python generate.py ckpt_path=exports/shapes_gan prompts='["a red circle"]'
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,4 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from lightning_modules.cli import check_choices
+
+    check_choices(Path(__file__).parent / "conf")
     main()

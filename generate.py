@@ -7,6 +7,8 @@ Writes one PNG per prompt (its samples side by side), grid.png (all prompts, lab
 prompts.json (which file holds which prompt) to out_dir.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -20,4 +22,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from lightning_modules.cli import check_choices
+
+    check_choices(Path(__file__).parent / "conf")
     main()

@@ -11,6 +11,8 @@ Examples:
 Exit status: 0 done (or stopped by SIGTERM/SIGUSR1 with last.ckpt saved), 2 bad input, 3 diverged.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -25,4 +27,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from lightning_modules.cli import check_choices
+
+    check_choices(Path(__file__).parent / "conf")
     main()

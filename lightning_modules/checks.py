@@ -16,6 +16,7 @@ limit against the encoder, devices against the machine).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 from lightning_modules.errors import ConfigError
@@ -48,6 +49,9 @@ class Problems(list):
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind):
             self.append(f"{self._name(name)}={value!r}: must be {'an integer' if integer else 'a number'}")
+            return
+        if not math.isfinite(value):  # nan passes every comparison, inf every lower bound
+            self.append(f"{self._name(name)}={value!r}: must be a finite number")
             return
         bad_low = low is not None and (value <= low if low_open else value < low)
         bad_high = high is not None and (value >= high if high_open else value > high)

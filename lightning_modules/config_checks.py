@@ -9,6 +9,7 @@ the devices against this machine, and the Trainer's own keys.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator
 
 from hydra.utils import get_class
@@ -75,8 +76,15 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= -1), key,
              "must be an integer >= -1")
+    every = _get(cfg, "trainer.log_every_n_steps")
+    need(every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1),
+         "trainer.log_every_n_steps", "must be an integer >= 1")
+    seed = _get(cfg, "seed")
+    need(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32), "seed",
+         f"must be an integer from 0 to {2**32 - 1} (numpy's seed range)")
     interval = _get(cfg, "trainer.val_check_interval")
-    need(interval is None or (isinstance(interval, (int, float)) and interval > 0), "trainer.val_check_interval",
+    need(interval is None or (isinstance(interval, (int, float)) and math.isfinite(interval) and interval > 0),
+         "trainer.val_check_interval",
          "must be > 0")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))

@@ -135,7 +135,8 @@ def gather_in_order(fabric, shard: dict[str, torch.Tensor], n: int) -> dict[str,
 
 def eval_data_config(run_data: dict, cfg: DictConfig) -> dict:
     """The training run's data config with evaluate.py's overrides (``data.root`` ...): the loader in
-    this process, the whole split, and the data report in evaluate.py's own folder."""
+    this process, the whole split, the data report in evaluate.py's own folder and caches under its
+    ``cache_dir``."""
     extra = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = {**run_data, **{k: v for k, v in extra.items() if v is not None}}
     data["num_workers"] = 0
@@ -143,6 +144,8 @@ def eval_data_config(run_data: dict, cfg: DictConfig) -> dict:
         data["max_val_images"] = None
     if "report_dir" in data:
         data["report_dir"] = str(cfg.out_dir)
+    if "cache_dir" in data:  # evaluate.py writes only under its own folders, never where a file points
+        data["cache_dir"] = str(Path(cfg.cache_dir) / str(data.get("name") or "data"))
     return data
 
 

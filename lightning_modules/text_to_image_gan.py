@@ -214,7 +214,7 @@ class TextToImageGAN(L.LightningModule):
         p.number("gp_weight", 0)
         p.number("gp_power", 0, low_open=True)
         p.number("gp_every", 1, integer=True)
-        p.number("ema_beta", 0, 1)
+        p.number("ema_beta", 0, 1, high_open=True)  # 1 would keep the EMA generator at its initial weights
         p.number("grad_clip_val", 0)
         p.number("contrastive_weight", 0)
         p.number("diversity_weight", 0)
