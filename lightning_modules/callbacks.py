@@ -361,33 +361,43 @@ class SampleMetrics(L.Callback):
             raise MetricsError("callbacks.sample_metrics.metrics=[caption_accuracy] needs data=shapes")
         self.readers = Readers(metrics, cache_dir=self.cache_dir, inception_weights=self.inception_weights,
                                clip_model=self.clip_model, dist=trainer.strategy, log=rank_zero_info)
-        self.data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples, self.seed)
+        self.data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples, self.seed,
+                             diversity=any(m.reads_blocks for m in metrics))
         self.captions = self.data.captions
         self.metrics = metrics
         self.primary, self.mode = logged_name(metrics[0].headline), metrics[0].better
 
-    def _read(self, images_of, keys: set[str]) -> dict[str, torch.Tensor]:
-        """The readers' tensors of the evaluation set, batch by batch: ``images_of(indices)`` gives the images."""
+    def _read(self, images_of, keys: set[str], blocks: set[str]) -> dict[str, torch.Tensor]:
+        """The readers' tensors of the evaluation set, batch by batch: ``images_of(indices)`` gives the
+        images. Keys in ``blocks`` are read of the diversity blocks too, the others of the main part only."""
+        from lightning_modules.metrics import read_rows
+
         n, step = len(self.captions), self.batch_size
-        parts = [self.readers.read(images_of(range(s, min(s + step, n))), self.captions[s : s + step], keys)
-                 for s in range(0, n, step)] if keys else []
-        return {k: torch.cat([p[k] for p in parts]) for k in keys} if parts else {}
+        main = self.data.blocks["main"][1] if self.data.blocks else n
+        if not keys:
+            return {}
+        end = n if keys & blocks else main
+        parts = [read_rows(self.readers, images_of(range(s, min(s + step, end))), self.captions[s : min(s + step, end)],
+                           keys, blocks, max(0, min(step, main - s)))
+                 for s in range(0, end, step)]
+        return {k: torch.cat([p[k] for p in parts if k in p]) for k in keys}
 
     @torch.no_grad()
     def compute(self, pl_module) -> dict[str, float]:
         """The metrics of the EMA generator on the evaluation set, under their logged names."""
         from lightning_modules.evaluation import generate_for
-        from lightning_modules.metrics import Context, compute, wanted
+        from lightning_modules.metrics import Context, block_keys, compute, wanted
 
         self.readers.to(pl_module.device)
         if self.real is None:
-            self.real = self._read(self.data.images, wanted(self.metrics, "real"))
+            self.real = self._read(self.data.images, wanted(self.metrics, "real"), block_keys(self.metrics, "real"))
 
         def fakes(indices: range) -> torch.Tensor:
             return generate_for(pl_module, self.captions[indices.start : indices.stop], self.batch_size, self.seed,
                                 indices=indices)
 
-        values = compute(self.metrics, self._read(fakes, wanted(self.metrics, "fake")), self.real,
+        values = compute(self.metrics, self._read(fakes, wanted(self.metrics, "fake"), block_keys(self.metrics, "fake")),
+                         self.real,
                          Context(seed=self.seed, scenes=self.data.scenes, blocks=self.data.blocks))
         reference = {key for m in self.metrics for key in m.reference}
         out = {logged_name(k): v for k, v in values.items() if k not in reference}

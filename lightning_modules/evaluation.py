@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.errors import MetricsError
 from lightning_modules.files import write_text
 from lightning_modules.loading import load_module
-from lightning_modules.metrics import Context, Readers, compute, resolve, wanted
+from lightning_modules.metrics import Context, Readers, block_keys, compute, read_rows, resolve, wanted
 from lightning_modules.metrics.inception import (
     check_weights,
     load_real_features,
@@ -65,10 +65,10 @@ def subset(total: int, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(total, size=n, replace=False))
 
 
-def eval_set(datamodule, split: str, n: int, seed: int) -> EvalSet:
-    """``n`` captions of a split and their real images: see the module's docstring. On shapes the
-    diversity blocks follow (``metrics/caption_accuracy.py``): each of their prompts
-    ``PER_PROMPT`` times, the real image of each a fresh render of what the prompt describes."""
+def eval_set(datamodule, split: str, n: int, seed: int, diversity: bool = True) -> EvalSet:
+    """``n`` captions of a split and their real images: see the module's docstring. On shapes, with
+    ``diversity``, the diversity blocks follow (``metrics/caption_accuracy.py``): each of their
+    prompts ``PER_PROMPT`` times, the real image of each a fresh render of what the prompt describes."""
     from datamodules.shapes import ShapesDataModule, ShapesDataset, redraw, render
 
     if isinstance(datamodule, ShapesDataModule):
@@ -81,7 +81,7 @@ def eval_set(datamodule, split: str, n: int, seed: int) -> EvalSet:
         picks = subset(dataset.length, n, seed)
         samples = [dataset.sample(i) for i in picks]
         blocks = {"main": (0, len(samples))}
-        for name, prompts in diversity_prompts(dataset).items():
+        for name, prompts in (diversity_prompts(dataset) if diversity else {}).items():
             start = len(samples)
             samples += [(s, c) for s, c in prompts for _ in range(PER_PROMPT)]
             blocks[name] = (start, len(samples))
@@ -95,8 +95,9 @@ def eval_set(datamodule, split: str, n: int, seed: int) -> EvalSet:
 
         return EvalSet([c for _, c in samples], image, [s for s, _ in samples],
                        {"rule": SUBSET_RULE, "seed": seed, "split_images": base.length,
-                        "diversity": f"{PER_PROMPT} samples of each prompt of the blocks {list(blocks)[1:]}"},
-                       blocks)
+                        **({"diversity": f"{PER_PROMPT} samples of each prompt of the blocks {list(blocks)[1:]}"}
+                           if diversity else {})},
+                       blocks if diversity else None)
     datamodule.setup("fit")
     dataset = datamodule.datasets[split]
     images = subset(dataset.num_images, n, seed)
@@ -164,15 +165,18 @@ def evaluate(cfg: DictConfig) -> dict:
     module = load_module(cfg.ckpt_path, fabric.device)
     data_cfg = eval_data_config(module.run_config["data"], cfg)
     seed = int(cfg.seed)
-    data = eval_set(instantiate(OmegaConf.create(data_cfg)), cfg.split, int(cfg.num_samples), seed)
+    data = eval_set(instantiate(OmegaConf.create(data_cfg)), cfg.split, int(cfg.num_samples), seed,
+                    diversity=any(m.reads_blocks for m in metrics))
     if any(m.name == "caption_accuracy" for m in metrics) and data.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs a checkpoint trained on data=shapes")
     readers = Readers(metrics, cache_dir=cfg.cache_dir, inception_weights=cfg.get("inception_weights"),
                       clip_model=cfg.get("clip_model"), dist=fabric).to(fabric.device)
     context = Context(seed=seed, scenes=data.scenes, blocks=data.blocks)
     n = len(data)
+    main = data.blocks["main"][1] if data.blocks else n  # the split's captions come first, the diversity blocks after
     fake_keys, real_keys = wanted(metrics, "fake"), wanted(metrics, "real")
-    real_key = real_features_key(data_cfg, split=cfg.split, count=n, subset_seed=seed,
+    fake_blocks, real_blocks = block_keys(metrics, "fake"), block_keys(metrics, "real")
+    real_key = real_features_key(data_cfg, split=cfg.split, count=main, subset_seed=seed,
                                  image_size=data_cfg["image_size"])
     real_pool = load_real_features(real_key, cfg.cache_dir, cfg.inception_weights) if "pool" in real_keys else None
     if fabric.broadcast(real_pool is not None, src=0):  # every rank gathers the same keys
@@ -185,12 +189,18 @@ def evaluate(cfg: DictConfig) -> dict:
         idx = mine[start : start + batch]
         captions = [data.captions[i] for i in idx]
         fake = generate_for(module, captions, batch, seed, indices=idx)
-        read = {f"fake/{k}": v for k, v in readers.read(fake, captions, fake_keys).items()}
+        main_rows = sum(i < main for i in idx)  # idx is increasing: the main part's rows come first
+        read = {f"fake/{k}": v for k, v in read_rows(readers, fake, captions, fake_keys, fake_blocks, main_rows).items()}
         if real_keys:
-            read.update({f"real/{k}": v for k, v in readers.read(data.images(idx), captions, real_keys).items()})
+            read.update({f"real/{k}": v for k, v in read_rows(readers, data.images(idx), captions, real_keys,
+                                                               real_blocks, main_rows).items()})
         for key, value in read.items():
             parts.setdefault(key, []).append(value)
-    every = gather_in_order(fabric, {k: torch.cat(v) for k, v in parts.items()}, n)
+    # a key read of the blocks too has n rows, any other the main part's rows; each rank holds its share
+    shards = {k: torch.cat(v) for k, v in parts.items()}
+    every = gather_in_order(fabric, {k: v for k, v in shards.items() if k.split("/", 1)[1] in fake_blocks | real_blocks}, n)
+    every.update(gather_in_order(fabric, {k: v for k, v in shards.items()
+                                          if k.split("/", 1)[1] not in fake_blocks | real_blocks}, main))
     if fabric.global_rank != 0:
         return {}
 
@@ -201,7 +211,6 @@ def evaluate(cfg: DictConfig) -> dict:
     elif "pool" in real:
         store_real_features(real["pool"], real_key, cfg.cache_dir, cfg.inception_weights)
     results = compute(metrics, fake, real, context)
-    main = data.blocks["main"][1] if data.blocks else n
     protocol = {"ckpt_path": str(cfg.ckpt_path), "samples": main, "diversity_samples": n - main, "real_split": cfg.split, "real_images": main,
                 "image_size": int(data_cfg["image_size"]), "generator": "EMA", "processes": fabric.world_size,
                 "captions": "the scene's caption (shapes)" if data.scenes else "the first caption of each image",

@@ -60,15 +60,30 @@ LAYOUTS = ("flickr8k_kaggle", "flickr8k_original", "flickr8k_karpathy", "coco201
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_train_py_fast_dev_run_on_each_layout(tmp_path, layout):
+def test_training_runs_on_each_layout(tmp_path, layout):
+    """Each layout through the training entry point in this process (the command line's own path is
+    tested once, below)."""
+    from conftest import compose_train
+
+    from lightning_modules.training import run_training
+
     overrides, expect = _layout(layout, tmp_path / "data")
+    run = tmp_path / "run"
+    run_training(compose_train(run, [*overrides, f"data.root={tmp_path / 'data'}", *TRAIN_FAST,
+                                     f"paths.cache_dir={tmp_path / 'cache'}"]))
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["skipped"] == expect
+    assert all(report["images"][split] > 0 for split in ("train", "val"))
+
+
+def test_train_py_fast_dev_run_reads_a_folder_and_logs_what_it_skipped(tmp_path):
+    overrides, expect = _layout("folder", tmp_path / "data")
     run = tmp_path / "run"
     result = run_script("train.py", *overrides, f"data.root={tmp_path / 'data'}", *TRAIN_FAST,
                         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((run / "data_report.json").read_text())
     assert report["skipped"] == expect
-    assert all(report["images"][split] > 0 for split in ("train", "val"))
     log = (run / "train.log").read_text()
     assert f"data: {report['dataset']}" in log and "skipped" in log
     assert "`Trainer.fit` stopped" in log

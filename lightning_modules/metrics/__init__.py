@@ -134,6 +134,24 @@ def compute(metrics: Sequence[Metric], fake: Tensors, real: Tensors, context: Co
     return values
 
 
+def block_keys(metrics: Sequence[Metric], side: str) -> set[str]:
+    """The per-sample tensors read of the diversity blocks too: only those of metrics that use them
+    (every other network reads the main part only)."""
+    return wanted([m for m in metrics if m.reads_blocks], side)
+
+
+def read_rows(readers: Readers, images: torch.Tensor, captions: Sequence[str], keys: set[str], blocks: set[str],
+              main_rows: int) -> Tensors:
+    """``readers.read`` of a batch whose first ``main_rows`` rows belong to the evaluation set's main
+    part and the rest to its diversity blocks: all ``keys`` of the main rows, only ``keys & blocks``
+    of the others (a key's tensor holds the rows it was read for, in order)."""
+    out = readers.read(images[:main_rows], list(captions[:main_rows]), keys) if main_rows and keys else {}
+    if main_rows < len(images) and keys & blocks:
+        rest = readers.read(images[main_rows:], list(captions[main_rows:]), keys & blocks)
+        out.update({k: torch.cat([out[k], v]) if k in out else v for k, v in rest.items()})
+    return out
+
+
 class Readers:
     """The networks the metrics read images with, loaded once. ``dist`` (a Lightning strategy or
     Fabric): the shapes oracle is trained on process 0 only, the others then load it."""
