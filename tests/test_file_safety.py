@@ -255,3 +255,27 @@ def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "do not fit" in result.stderr and "generator." in result.stderr and "Traceback" not in result.stderr
     assert "model.generator.base_channels: 8 -> 16" in result.stderr
+
+
+def test_an_export_or_checkpoint_whose_weights_do_not_fit_its_config_is_named(trained_run, tmp_path):
+    from lightning_modules.errors import UserError
+    from lightning_modules.export import export
+    from lightning_modules.files import sha256_file
+    from lightning_modules.loading import load_exported
+
+    folder = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model"]["generator"]["base_channels"] *= 2
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    info = json.loads((folder / "export.json").read_text())
+    info["files"]["config.yaml"] = sha256_file(folder / "config.yaml")
+    (folder / "export.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"export.*weights do not fit the model its config.yaml describes"):
+        load_exported(folder)
+
+    def wider(ckpt):
+        ckpt["gan_ga"]["config"]["model"]["generator"]["base_channels"] *= 2
+
+    bad = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "wider.ckpt", wider)
+    with pytest.raises(UserError, match=r"wider\.ckpt.*weights do not fit the model its config describes"):
+        load_module(bad)
