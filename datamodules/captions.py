@@ -75,11 +75,13 @@ def missing(path: Path, key: str, where: str) -> DataError:
 # ---------------------------------------------------------------------------- records and counts
 @dataclass
 class ImageCaptions:
-    """One image and all of its captions (``bbox``: x, y, w, h of the object to crop to, CUB)."""
+    """One image and all of its captions (``bbox``: x, y, w, h of the object to crop to, CUB;
+    ``group``: what keeps images together in one split, e.g. the emoji drawn; None: the image alone)."""
 
     path: Path
     captions: list[str]
     bbox: tuple[float, float, float, float] | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -166,15 +168,26 @@ def group_rows(rows: Iterable[tuple[Path, str, str]], skips: SkipCounts, max_cha
 
 
 def seeded_split(records: list[ImageCaptions], fractions: dict[str, float], seed: int) -> dict[str, list[ImageCaptions]]:
-    """Split by image (never by caption), reproducibly. ``fractions``: val and test; train is the rest."""
-    order = np.random.default_rng(seed).permutation(len(records))
-    n_val = int(round(len(records) * float(fractions.get("val", 0.0))))
-    n_test = int(round(len(records) * float(fractions.get("test", 0.0))))
-    if len(records) >= 3:  # a split asked for gets at least one image when there are enough
+    """Split by group (a record's ``group``; by image where it has none), never by caption, reproducibly.
+    ``fractions``: val and test, as shares of the groups; train is the rest. No group is in two splits."""
+    groups: dict = {}
+    for i, record in enumerate(records):
+        groups.setdefault(("image", i) if record.group is None else record.group, []).append(record)
+    members = list(groups.values())
+    order = np.random.default_rng(seed).permutation(len(members))
+    n_val = int(round(len(members) * float(fractions.get("val", 0.0))))
+    n_test = int(round(len(members) * float(fractions.get("test", 0.0))))
+    if len(members) >= 3:  # a split asked for gets at least one group when there are enough
         n_val = max(n_val, 1) if fractions.get("val") else 0
         n_test = max(n_test, 1) if fractions.get("test") else 0
-    picked = [records[i] for i in order]
-    return {"val": picked[:n_val], "test": picked[n_val : n_val + n_test], "train": picked[n_val + n_test :]}
+    val, test, train = ([r for i in part for r in members[i]]
+                         for part in (order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]))
+    return {"val": val, "test": test, "train": train}
+
+
+def group_count(records: Iterable[ImageCaptions]) -> int:
+    """How many groups these records hold (an image without a group is its own)."""
+    return len({r.path if r.group is None else ("group", r.group) for r in records})
 
 
 # ---------------------------------------------------------------------------- images
@@ -499,6 +512,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.datasets: dict[str, CaptionedImageDataset] = {}
         self.skips = SkipCounts()
         self.layout = ""
+        self.split_origin = ""  # where the split came from, for the report (set by a reader that knows)
+        self.groups: dict[str, int] = {}  # groups per split (data.group_by; an image alone without one)
         self.text_cache = None
         self.runtime_skips: dict = {"total": 0, "epochs": []}  # see note_runtime_skips
 
@@ -561,6 +576,8 @@ class CaptionDataModule(L.LightningDataModule):
             splits["val"] = splits["val"][: self.max_val_images]
         if not splits.get("test"):
             splits["test"] = splits["val"]
+            self.split_origin += "; test = val (no test split)" if self.split_origin else ""
+        self.groups = {split: group_count(splits[split]) for split in SPLIT_NAMES}
         offset = 0
         for split in SPLIT_NAMES:
             train = split == "train"
@@ -586,8 +603,10 @@ class CaptionDataModule(L.LightningDataModule):
         return "when read (no start-up scan): unreadable ones are counted in skipped_runtime, per training epoch"
 
     def _report(self) -> None:
-        sizes = ", ".join(f"{k} {d.num_images} images / {len(d)} captions" for k, d in self.datasets.items())
-        rank_zero_info(f"data: {self.name} ({self.layout}) at {self.root}: {sizes}; {self.skips.summary()}; "
+        sizes = ", ".join(f"{k} {d.num_images} images / {len(d)} captions / {self.groups[k]} groups"
+                          for k, d in self.datasets.items())
+        split = f"; split: {self.split_origin}" if self.split_origin else ""
+        rank_zero_info(f"data: {self.name} ({self.layout}) at {self.root}: {sizes}{split}; {self.skips.summary()}; "
                        f"images checked {self.images_checked()}")
         self._write_report()
 
@@ -597,6 +616,7 @@ class CaptionDataModule(L.LightningDataModule):
         report = {"dataset": self.name, "layout": self.layout, "root": str(self.root),
                   "images": {k: d.num_images for k, d in self.datasets.items()},
                   "captions": {k: len(d) for k, d in self.datasets.items()},
+                  "split_source": self.split_origin or None, "groups": self.groups,
                   "skipped": self.skips.counts(), "skipped_examples": self.skips.examples,
                   "images_checked": self.images_checked(), "skipped_runtime": self.runtime_skips}
         if self.report_dir is not None and rank_zero_only.rank == 0:
