@@ -221,3 +221,17 @@ def test_emoji64_splits_by_emoji_through_its_meta_jsonl(tmp_path):
     assert report["split_source"] == "manifest split column; val seeded by group 'emoji' from train"
     assert sum(report["images"].values()) == 6520 and report["images"]["test"] == 653
     assert all(len(r.captions) >= 3 for s in SPLITS for r in dm.datasets[s].records)
+
+
+@pytest.mark.parametrize("experiment", ["emoji64", "emoji64_gpu"])
+def test_the_emoji64_experiments_read_its_own_split_by_emoji_without_flips(tmp_path, experiment):
+    from conftest import compose_train
+
+    from lightning_modules.config_checks import validate
+
+    cfg = compose_train(tmp_path, ["data=folder", f"experiment={experiment}", f"data.root={tmp_path}"])
+    assert cfg.data.manifest == "meta.jsonl" and cfg.data.group_by == "emoji" and cfg.data.hflip is False
+    assert cfg.data.image_size == 64
+    assert (cfg.trainer.max_time == "00:00:28:00") == (experiment == "emoji64")  # the CPU run stops by the clock
+    if experiment == "emoji64":
+        validate(cfg)  # the GPU one asks for a GPU this machine may not have
