@@ -2,6 +2,7 @@
 
     python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt metrics=[caption_accuracy] num_samples=2048
     python evaluate.py ckpt_path=... metrics=[fid,kid,is] inception_weights=/models/pt_inception.pth
+    python evaluate.py folders=[REAL_DIR,GENERATED_DIR] metrics=[fid,kid] inception_weights=/models/pt_inception.pth
 """
 
 from pathlib import Path

@@ -11,10 +11,15 @@ per sample index, so the numbers do not depend on the number of processes.
 
 evaluate.py writes into ``out_dir`` (``metrics.json``, the data report of real data sets) and into
 the caches under ``cache_dir``; never into the training run it reads.
+
+With ``folders=[REAL_DIR,GENERATED_DIR]`` instead of ``ckpt_path`` it scores two folders of images
+(:func:`evaluate_folders`): FID and KID between them, IS of the second, read as torch-fidelity reads
+a folder, so the numbers equal its command line's on the same weights file.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.errors import MetricsError
+from lightning_modules.errors import ConfigError, DataError, MetricsError
 from lightning_modules.files import write_text
 from lightning_modules.loading import load_module
 from lightning_modules.metrics import Context, Readers, block_keys, compute, read_rows, resolve, wanted
@@ -38,6 +43,9 @@ from lightning_modules.metrics.inception import (
 from lightning_modules.sampling import Noise, sample_noise, seed_for
 
 SUBSET_RULE = "random images of the split without replacement, seeded, kept in split order; all when it has no more"
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg")  # torch-fidelity's samples_find_ext
+FOLDER_READ = ("the folder's .png/.jpg/.jpeg files (any case), not recursive, sorted by name; PIL convert('RGB') to "
+               "uint8, fed unchanged to the Inception (its own resize to 299 only), as torch-fidelity reads a folder")
 
 
 @dataclass
@@ -150,17 +158,31 @@ def eval_data_config(run_data: dict, cfg: DictConfig) -> dict:
     return data
 
 
+def accelerator(cfg: DictConfig) -> str:
+    """``device=auto``: the GPU when there is one, else the CPU; any other value as given."""
+    if cfg.device != "auto":
+        return str(cfg.device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from lightning.fabric import Fabric
 
+    folders, ckpt = cfg.get("folders"), cfg.get("ckpt_path")
+    if folders is not None and ckpt is not None:
+        raise ConfigError(f"ckpt_path={ckpt} and folders={folders} are both set: evaluate.py scores a checkpoint "
+                          "or two image folders; drop one of them")
+    if folders is not None:
+        return evaluate_folders(cfg)
+    if ckpt is None:
+        raise ConfigError("ckpt_path is not set: pass ckpt_path=RUN/checkpoints/best.ckpt, or "
+                          "folders=[REAL_DIR,GENERATED_DIR] to score two image folders")
     metrics = resolve(cfg.metrics)
     if any(m.reader == "inception" for m in metrics):
         check_weights(cfg.get("inception_weights"))  # fail before any work when the file is missing
     devices = int(cfg.get("devices", 1))
-    fabric = Fabric(accelerator="cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                    ("cpu" if cfg.device == "auto" else cfg.device), devices=devices,
-                    strategy="ddp" if devices > 1 else "auto")
+    fabric = Fabric(accelerator=accelerator(cfg), devices=devices, strategy="ddp" if devices > 1 else "auto")
     fabric.launch()
     module = load_module(cfg.ckpt_path, fabric.device)
     data_cfg = eval_data_config(module.run_config["data"], cfg)
@@ -221,15 +243,80 @@ def evaluate(cfg: DictConfig) -> dict:
                                                   "weights file (cache_dir/inception_real/)")
     report = {"metrics": results, "protocol": protocol}
     write_text(Path(cfg.out_dir) / "metrics.json", json.dumps(report, indent=2))
-    _print_table(results, protocol)
+    _print_table(results, f"{main} samples vs {cfg.split} split, {protocol['image_size']}px")
     return report
 
 
-def _print_table(results: dict[str, float], protocol: dict) -> None:
+def folder_files(folder: str | Path, key: str) -> list[Path]:
+    """The images of a folder as torch-fidelity finds them (:data:`FOLDER_SUFFIXES`, not recursive,
+    sorted); a DataError naming ``key`` when the folder is missing or holds none."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataError(f"{key}={str(folder)!r}: no such folder; pass an existing folder of PNG/JPEG images")
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file()),
+                   key=lambda p: p.name)
+    if not files:
+        raise DataError(f"{key}={str(folder)!r}: no .png/.jpg/.jpeg image in this folder (subfolders are not read); "
+                        "pass a folder that holds the images")
+    return files
+
+
+def read_folder(readers: Readers, files: list[Path], keys: set[str], batch_size: int,
+                device) -> dict[str, torch.Tensor]:
+    """``readers.read`` of the images in ``files``, batch by batch, as uint8 RGB (images of one size
+    per Inception call: a folder may mix sizes, the Inception resizes each to 299)."""
+    from PIL import Image
+
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(files), batch_size):
+        pixels = []
+        for path in files[start : start + batch_size]:
+            try:
+                with Image.open(path) as image:
+                    pixels.append(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
+            except OSError as err:  # not an image, truncated: the folder's set of images is not what it says
+                raise DataError(f"{path}: cannot be read as an image ({err}); replace or remove it") from err
+        for _, same in itertools.groupby(pixels, key=lambda p: p.shape):
+            for key, value in readers.read(torch.stack(list(same)).to(device), [], keys).items():
+                parts.setdefault(key, []).append(value)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def evaluate_folders(cfg: DictConfig) -> dict:
+    """FID / KID between ``folders=[REAL_DIR,GENERATED_DIR]`` and IS of the second, no checkpoint:
+    the images go through the same Inception path as generated images, unchanged (:data:`FOLDER_READ`)."""
+    from lightning.fabric import Fabric
+
+    folders = list(cfg.folders) if OmegaConf.is_list(cfg.folders) else [cfg.folders]
+    if len(folders) != 2:
+        raise ConfigError(f"folders={folders}: give two image folders, folders=[REAL_DIR,GENERATED_DIR]")
+    metrics = resolve(cfg.metrics)
+    others = [m.name for m in metrics if m.reader != "inception"]
+    if others:
+        raise MetricsError(f"metrics={others} cannot score image folders (they need a checkpoint, captions or the "
+                           "shapes scenes): with folders=[...] use metrics=[fid], [kid] or [is]")
+    check_weights(cfg.get("inception_weights"))
+    files = [folder_files(folder, f"folders[{i}]") for i, folder in enumerate(folders)]
+    device = Fabric(accelerator=accelerator(cfg), devices=1).device
+    readers = Readers(metrics, inception_weights=cfg.inception_weights).to(device)
+    batch = int(cfg.batch_size)
+    real = read_folder(readers, files[0], wanted(metrics, "real"), batch, device) if wanted(metrics, "real") else {}
+    fake = read_folder(readers, files[1], wanted(metrics, "fake"), batch, device)
+    results = compute(metrics, fake, real, Context(seed=int(cfg.seed)))
+    protocol = {"folders": {"real": str(folders[0]), "generated": str(folders[1])},
+                "images": {"real": len(files[0]), "generated": len(files[1])}, "read": FOLDER_READ,
+                "seed": int(cfg.seed), "metrics": {m.name: m.protocol for m in metrics}, **readers.protocol()}
+    report = {"metrics": results, "protocol": protocol}
+    write_text(Path(cfg.out_dir) / "metrics.json", json.dumps(report, indent=2))
+    _print_table(results, f"{folders[1]} ({len(files[1])} images) vs {folders[0]} ({len(files[0])} images)")
+    return report
+
+
+def _print_table(results: dict[str, float], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{protocol['samples']} samples vs {protocol['real_split']} split, {protocol['image_size']}px")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in results.items():

@@ -77,6 +77,29 @@ def run_script(script: str, *args: str, cwd: Path, timeout: int = 300,
                           text=True, timeout=timeout)
 
 
+def random_inception_file(path: Path) -> Path:
+    """The real TF-compatible Inception architecture with Kaiming-initialised random weights, saved
+    as a weights file for ``inception_weights=`` (and torch-fidelity's
+    ``--feature-extractor-weights-path``): the default init gives degenerate features."""
+    import torch
+    from torch import nn
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # skip the pretrained weights during construction
+            return None
+
+    empty = path.with_suffix(".empty")
+    torch.save({}, empty)
+    net = Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
+    torch.save(net.state_dict(), path)
+    return path
+
+
 def export_and_generate_alike(ckpt: Path, tmp_path: Path):
     """export.py on ``ckpt`` into ``tmp_path/export``, then generate.py from the checkpoint and from the
     export folder, which must draw the same grid: returns the folder and that grid (uint8 HxWx3)."""

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
+from conftest import random_inception_file, run_script
 from torch import nn
 
 from datamodules import shapes_oracle as so
@@ -122,27 +122,8 @@ def test_oracle_cache_is_keyed_by_the_renderer(oracle_cache, monkeypatch):
     assert so.renderer_digest() != files[0].stem  # a changed renderer names another file: retrained
 
 
-def _random_inception_file(path: Path) -> Path:
-    """The real TF-compatible Inception architecture with Kaiming-initialised random weights."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class Unloaded(FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # skip the pretrained weights during construction
-            return None
-
-    empty = path.with_suffix(".empty")
-    torch.save({}, empty)
-    net = Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
-    torch.manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight)
-    torch.save(net.state_dict(), path)
-    return path
-
-
 def test_fid_kid_is_on_a_random_inception(tmp_path):
-    inception = im.load_inception(_random_inception_file(tmp_path / "inception.pth"))
+    inception = im.load_inception(random_inception_file(tmp_path / "inception.pth"))
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
     other = torch.rand(10, 3, 32, 32, generator=gen) * 2 - 1
@@ -159,7 +140,7 @@ def test_fid_kid_is_on_a_random_inception(tmp_path):
 
 
 def test_missing_inception_weights_say_where_to_get_them(tmp_path):
-    with pytest.raises(MetricsError, match="metrics.inception_weights.*weights-inception-2015-12-05"):
+    with pytest.raises(MetricsError, match="inception_weights=.*weights-inception-2015-12-05"):
         im.load_inception(tmp_path / "nope.pth")
 
 
@@ -188,7 +169,7 @@ def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
 
     bad = run_script("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "metrics=[fid]",
                      f"hydra.run.dir={out}", cwd=tmp_path)
-    assert bad.returncode == 2 and "metrics.inception_weights is not set" in bad.stderr
+    assert bad.returncode == 2 and "inception_weights is not set" in bad.stderr
 
 
 def test_training_logs_caption_accuracy_and_keeps_the_best_checkpoint(tmp_path, oracle_cache):
@@ -303,7 +284,7 @@ def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_pa
 
     data = ShapesDataModule(batch_size=8, num_workers=0, val_size=24, test_size=24, max_objects=1, train_size=64)
     callback = SampleMetrics(metrics=["caption_accuracy", "fid"], num_samples=24, cache_dir=str(oracle_cache),
-                             inception_weights=str(_random_inception_file(tmp_path / "inception.pth")), save_best=False)
+                             inception_weights=str(random_inception_file(tmp_path / "inception.pth")), save_best=False)
     trainer = L.Trainer(max_steps=1, limit_val_batches=1, val_check_interval=1, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)

@@ -32,14 +32,14 @@ NOT_IMAGE_KEYS = frozenset({"batch_size", "num_workers", "pin_memory", "persiste
                             "negatives"})
 
 
-def check_weights(weights: str | Path | None) -> Path:
-    """The Inception weights file, or a MetricsError saying where to get it."""
+def check_weights(weights: str | Path | None, key: str = "inception_weights") -> Path:
+    """The Inception weights file, or a MetricsError naming ``key`` and where to get the file."""
     if not weights:
-        raise MetricsError("metrics.inception_weights is not set: FID/KID/IS need the TF-compatible Inception "
+        raise MetricsError(f"{key} is not set: FID/KID/IS need the TF-compatible Inception "
                            f"weights file. Download {INCEPTION_URL} on a machine with internet, copy it here and "
-                           "pass metrics.inception_weights=PATH")
+                           f"pass {key}=PATH")
     if not Path(weights).is_file():
-        raise MetricsError(f"metrics.inception_weights={str(weights)!r}: no such file. It is {INCEPTION_URL}")
+        raise MetricsError(f"{key}={str(weights)!r}: no such file. It is {INCEPTION_URL}")
     return Path(weights)
 
 
@@ -65,11 +65,13 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 
 @torch.no_grad()
 def inception_features(inception, images: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """images in [-1, 1] -> (pool features [N, 2048], logits [N, 1008]) in float64."""
+    """images in [-1, 1] (or uint8 pixels, fed unchanged) -> (pool features [N, 2048], logits [N, 1008])
+    in float64."""
     device = next(inception.parameters()).device
     pools, logits = [], []
     for start in range(0, images.shape[0], batch_size):
-        pool, logit = inception(uint8_pixels(images[start : start + batch_size].to(device)))
+        batch = images[start : start + batch_size].to(device)
+        pool, logit = inception(batch if batch.dtype == torch.uint8 else uint8_pixels(batch))
         pools.append(pool.double().cpu())
         logits.append(logit.double().cpu())
     return torch.cat(pools), torch.cat(logits)
