@@ -9,12 +9,12 @@ the devices against this machine, and the Trainer's own keys.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.checks import Problems
 from lightning_modules.components.generators import IMAGE_SIZES
 from lightning_modules.errors import ConfigError
 
@@ -76,16 +76,12 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= -1), key,
              "must be an integer >= -1")
-    every = _get(cfg, "trainer.log_every_n_steps")
-    need(every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1),
-         "trainer.log_every_n_steps", "must be an integer >= 1")
-    seed = _get(cfg, "seed")
-    need(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32), "seed",
-         f"must be an integer from 0 to {2**32 - 1} (numpy's seed range)")
-    interval = _get(cfg, "trainer.val_check_interval")
-    need(interval is None or (isinstance(interval, (int, float)) and math.isfinite(interval) and interval > 0),
-         "trainer.val_check_interval",
-         "must be > 0")
+    run = Problems({"seed": _get(cfg, "seed")}, "")
+    run.number("seed", 0, 2**32 - 1, integer=True)  # numpy's seed range
+    trainer = Problems({k: _get(cfg, f"trainer.{k}") for k in ("log_every_n_steps", "val_check_interval")}, "trainer")
+    trainer.number("log_every_n_steps", 1, integer=True)
+    trainer.number("val_check_interval", 0, low_open=True)
+    problems += run + trainer
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
 

@@ -27,8 +27,8 @@ from lightning_modules.config_checks import ConfigError, validate
         ("model.gp_weight=inf", "model.gp_weight=inf: must be a finite number"),
         ("model.ema_beta=nan", "model.ema_beta=nan: must be a finite number"),
         ("model.ema_beta=1.0", "model.ema_beta=1.0: must be >= 0 and < 1"),
-        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0: must be an integer >= 1"),
-        ("seed=-1", "seed=-1: must be an integer from 0 to 4294967295"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0: must be >= 1"),
+        ("seed=-1", "seed=-1: must be >= 0 and <= 4294967295"),
     ],
 )
 def test_bad_values_are_named(tmp_path, override, expected):
