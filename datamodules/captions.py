@@ -76,12 +76,14 @@ def missing(path: Path, key: str, where: str) -> DataError:
 @dataclass
 class ImageCaptions:
     """One image and all of its captions (``bbox``: x, y, w, h of the object to crop to, CUB;
-    ``group``: what keeps images together in one split, e.g. the emoji drawn; None: the image alone)."""
+    ``group``: what keeps images together in one split, e.g. the emoji drawn; None: the image alone;
+    ``labels``: the values of ``data.label_columns`` the reference network classifies)."""
 
     path: Path
     captions: list[str]
     bbox: tuple[float, float, float, float] | None = None
     group: str | None = None
+    labels: dict[str, str] | None = None
 
 
 @dataclass

@@ -16,6 +16,9 @@ Split, first found wins:
 * else seeded (``split_fractions``). A split the data does not give is drawn from train, seeded
   (``split_fractions``; test with the default 0.0 is then the validation split).
 
+``data.label_columns`` (manifest columns, e.g. ``[group, subgroup]``) label each image for the
+reference network of the real-data metrics (``lightning_modules/metrics/reference.py``).
+
 Seeded splits keep a group whole (``data.group_by``): null, by image; a manifest column (e.g.
 ``emoji``: every drawing of one emoji); or ``stem_prefix``, the file stem before its last ``_``
 (``1f600_noto.png`` and ``1f600_twemoji.png`` are one group).
@@ -26,7 +29,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -111,11 +114,13 @@ class FolderDataModule(CaptionDataModule):
     name = "folder"
 
     def __init__(self, *, manifest: str | None = None, split_fractions: dict | None = None,
-                 group_by: str | None = None, **kwargs):
-        check(type(self), {"manifest": manifest, "split_fractions": split_fractions, "group_by": group_by}, "data")
+                 group_by: str | None = None, label_columns: list[str] | None = None, **kwargs):
+        check(type(self), {"manifest": manifest, "split_fractions": split_fractions, "group_by": group_by,
+                           "label_columns": label_columns}, "data")
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.split_fractions = dict(split_fractions or {"val": 0.05, "test": 0.0})
         self.group_by = group_by
+        self.label_columns = [str(c) for c in label_columns or []]
         super().__init__(**kwargs)
 
     @classmethod
@@ -127,6 +132,13 @@ class FolderDataModule(CaptionDataModule):
         if isinstance(group_by, str) and group_by not in ("", STEM_PREFIX) and not values.get("manifest"):
             p.need(False, "group_by", f"names a manifest column, but data.manifest is not set: use data.group_by="
                    f"{STEM_PREFIX} (files grouped by the stem before their last '_'), null, or set data.manifest=FILE")
+        columns = values.get("label_columns")
+        p.need(columns is None or (isinstance(columns, Sequence) and not isinstance(columns, str) and all(
+            isinstance(c, str) and c.strip() for c in columns)), "label_columns",
+            "null or a list of manifest column names, e.g. [group,subgroup]")
+        if columns and not values.get("manifest"):
+            p.need(False, "label_columns", "names manifest columns, but data.manifest is not set: set data.manifest="
+                   "FILE, or data.label_columns=null")
         return super().config_problems(values, key) + p
 
     @classmethod
@@ -153,10 +165,11 @@ class FolderDataModule(CaptionDataModule):
         for image in images.values():  # images left without a caption file
             skips.note("images_without_captions", str(image.relative_to(self.root)))
 
-    def _manifest_rows(self, manifest: Path, rows: Iterator[Row], splits: dict, groups: dict
+    def _manifest_rows(self, manifest: Path, rows: Iterator[Row], splits: dict, groups: dict, labels: dict
                        ) -> Iterator[tuple[Path, str, str]]:
         """The rows without their fields; each image's ``split`` column (when the manifest has one)
-        goes to ``splits``, its ``data.group_by`` column to ``groups``. Bad values stop the read."""
+        goes to ``splits``, its ``data.group_by`` column to ``groups``, its ``data.label_columns`` to
+        ``labels``. Bad values stop the read."""
         first_split = None  # where the first row was: it decides whether rows carry a split
         for image, caption, where, fields in rows:
             here = f"data.manifest={manifest.parent / where}"
@@ -179,6 +192,13 @@ class FolderDataModule(CaptionDataModule):
                                     f"fields: {', '.join(map(str, fields))}): name one of them, or data.group_by=null "
                                     "to split by image")
                 _one_value(groups, image, str(value).strip(), where, "group")
+            for column in self.label_columns:
+                value = fields.get(column)
+                if value is None or str(value).strip() == "":
+                    raise DataError(f"{here}: data.label_columns names {column!r} but the row has no value for it "
+                                    f"(its fields: {', '.join(map(str, fields))}): give every row one, or drop it "
+                                    "from data.label_columns")
+                _one_value(labels.setdefault(column, {}), image, str(value).strip(), where, column)
             yield image, caption, where
 
     def _split_folders(self, skips: SkipCounts, splits: dict) -> Iterator[tuple[Path, str, str]]:
@@ -199,6 +219,7 @@ class FolderDataModule(CaptionDataModule):
     def read(self, skips: SkipCounts) -> dict[str, list[ImageCaptions]]:
         given: dict[Path, tuple[str, str]] = {}  # image -> (split, where), when the data names one
         groups: dict[Path, tuple[str, str]] = {}  # image -> (group, where), data.group_by a manifest column
+        labels: dict[str, dict[Path, tuple[str, str]]] = {}  # column -> image -> (value, where)
         if self.manifest is not None:
             manifest = self.manifest if self.manifest.is_absolute() else self.root / self.manifest
             if not manifest.is_file():
@@ -207,7 +228,7 @@ class FolderDataModule(CaptionDataModule):
             if suffix not in (".jsonl", ".json", ".csv"):
                 raise DataError(f"data.manifest={manifest}: use a .jsonl or .csv file")
             rows = jsonl_rows(manifest, skips) if suffix != ".csv" else manifest_csv_rows(manifest, skips)
-            rows = self._manifest_rows(manifest, rows, given, groups)
+            rows = self._manifest_rows(manifest, rows, given, groups, labels)
             self.layout, self.split_origin = f"manifest {manifest.name}", f"manifest {SPLIT_KEY} column"
         elif (self.root / "train").is_dir():
             rows = self._split_folders(skips, given)  # sets split_origin as it starts
@@ -219,6 +240,8 @@ class FolderDataModule(CaptionDataModule):
         for record in records:  # None: the image is its own group
             by_stem = self.group_by == STEM_PREFIX
             record.group = stem_prefix(record.path) if by_stem else groups.get(record.path, [None])[0]
+            if self.label_columns:
+                record.labels = {c: labels[c][record.path][0] for c in self.label_columns}
         seeded = "seeded by " + (f"group {self.group_by!r}" if self.group_by else "image")
         if not given:
             self.split_origin = seeded

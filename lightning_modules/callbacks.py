@@ -313,7 +313,9 @@ class SampleMetrics(L.Callback):
     The metrics are the registry's (``lightning_modules.metrics``), computed as evaluate.py computes
     them, on the val split's evaluation set (``evaluation.eval_set``: ``num_samples`` images chosen
     with ``seed``). ``metrics: auto`` picks caption accuracy (and the oracle Frechet distance) on
-    ``shapes``, FID elsewhere when ``inception_weights`` is given, nothing otherwise; the first metric
+    ``shapes``, the reference network's FD, label accuracy and memorisation check on real data with
+    ``data.label_columns``, FID elsewhere when ``inception_weights`` is given, nothing otherwise
+    (``metrics.auto``); the first metric
     chooses ``best.ckpt``. The same captions and noise are used every time, so values compare across
     the run. Every rank computes the numbers (no gathering); whether one is the best so far is
     decided on rank 0 and broadcast, so all ranks save ``best.ckpt`` together (the save holds a
@@ -337,13 +339,9 @@ class SampleMetrics(L.Callback):
         self.best: float | None = None
 
     def _resolve(self, datamodule) -> list[str]:
-        from datamodules.shapes import ShapesDataModule
+        from lightning_modules.metrics import auto
 
-        if self.requested != "auto":
-            return list(self.requested)
-        if isinstance(datamodule, ShapesDataModule):
-            return ["caption_accuracy"]
-        return ["fid"] if self.inception_weights else []
+        return auto(datamodule, self.inception_weights) if self.requested == "auto" else list(self.requested)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.metrics:
@@ -360,7 +358,8 @@ class SampleMetrics(L.Callback):
         if "caption_accuracy" in names and not isinstance(trainer.datamodule, ShapesDataModule):
             raise MetricsError("callbacks.sample_metrics.metrics=[caption_accuracy] needs data=shapes")
         self.readers = Readers(metrics, cache_dir=self.cache_dir, inception_weights=self.inception_weights,
-                               clip_model=self.clip_model, dist=trainer.strategy, log=rank_zero_info)
+                               clip_model=self.clip_model, dist=trainer.strategy, datamodule=trainer.datamodule,
+                               log=rank_zero_info)
         self.data = eval_set(trainer.datamodule, self.SPLIT, self.num_samples, self.seed,
                              diversity=any(m.reads_blocks for m in metrics))
         self.captions = self.data.captions
@@ -386,7 +385,7 @@ class SampleMetrics(L.Callback):
     def compute(self, pl_module) -> dict[str, float]:
         """The metrics of the EMA generator on the evaluation set, under their logged names."""
         from lightning_modules.evaluation import generate_for
-        from lightning_modules.metrics import Context, block_keys, compute, wanted
+        from lightning_modules.metrics import block_keys, compute, wanted
 
         self.readers.to(pl_module.device)
         if self.real is None:
@@ -398,7 +397,7 @@ class SampleMetrics(L.Callback):
 
         values = compute(self.metrics, self._read(fakes, wanted(self.metrics, "fake"), block_keys(self.metrics, "fake")),
                          self.real,
-                         Context(seed=self.seed, scenes=self.data.scenes, blocks=self.data.blocks))
+                         self.readers.context(self.seed, self.data))
         reference = {key for m in self.metrics for key in m.reference}
         out = {logged_name(k): v for k, v in values.items() if k not in reference}
         main = self.data.blocks["main"][1] if self.data.blocks else len(self.captions)

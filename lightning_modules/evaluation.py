@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.errors import ConfigError, DataError, MetricsError
 from lightning_modules.files import write_text
 from lightning_modules.loading import load_module
-from lightning_modules.metrics import Context, Readers, block_keys, compute, read_rows, resolve, wanted
+from lightning_modules.metrics import Context, Readers, auto, block_keys, compute, read_rows, resolve, wanted
 from lightning_modules.metrics.inception import (
     check_weights,
     load_real_features,
@@ -57,6 +57,7 @@ class EvalSet:
     scenes: list | None = None
     subset: dict = field(default_factory=dict)  # how the split's images were chosen (metrics.json)
     blocks: dict | None = None  # shapes: (start, stop) of "main" and the diversity blocks "open", "spread"
+    labels: dict[str, list[str]] | None = None  # real data with data.label_columns: each caption's image's labels
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -110,8 +111,10 @@ def eval_set(datamodule, split: str, n: int, seed: int, diversity: bool = True) 
     dataset = datamodule.datasets[split]
     images = subset(dataset.num_images, n, seed)
     picks = [int(dataset.first_caption[i]) for i in images]
+    columns = getattr(datamodule, "label_columns", None)
+    labels = {c: [dataset.records[i].labels[c] for i in images] for c in columns} if columns else None
     return EvalSet([dataset.captions[j] for j in picks], lambda k: dataset.load_image(images[k]),
-                   subset={"rule": SUBSET_RULE, "seed": seed, "split_images": dataset.num_images})
+                   subset={"rule": SUBSET_RULE, "seed": seed, "split_images": dataset.num_images}, labels=labels)
 
 
 @torch.no_grad()
@@ -178,22 +181,33 @@ def evaluate(cfg: DictConfig) -> dict:
     if ckpt is None:
         raise ConfigError("ckpt_path is not set: pass ckpt_path=RUN/checkpoints/best.ckpt, or "
                           "folders=[REAL_DIR,GENERATED_DIR] to score two image folders")
-    metrics = resolve(cfg.metrics)
-    if any(m.reader == "inception" for m in metrics):
-        check_weights(cfg.get("inception_weights"))  # fail before any work when the file is missing
+    if cfg.metrics != "auto":
+        metrics = resolve(cfg.metrics)
+        if any(m.reader == "inception" for m in metrics):
+            check_weights(cfg.get("inception_weights"))  # fail before any work when the file is missing
     devices = int(cfg.get("devices", 1))
     fabric = Fabric(accelerator=accelerator(cfg), devices=devices, strategy="ddp" if devices > 1 else "auto")
     fabric.launch()
     module = load_module(cfg.ckpt_path, fabric.device)
     data_cfg = eval_data_config(module.run_config["data"], cfg)
     seed = int(cfg.seed)
-    data = eval_set(instantiate(OmegaConf.create(data_cfg)), cfg.split, int(cfg.num_samples), seed,
-                    diversity=any(m.reads_blocks for m in metrics))
+    datamodule = instantiate(OmegaConf.create(data_cfg))
+    if cfg.metrics == "auto":
+        names = auto(datamodule, cfg.get("inception_weights"))
+        if not names:
+            raise MetricsError("metrics=auto finds nothing to compute for this run's data (not shapes, no "
+                               "data.label_columns, no inception_weights): pass metrics=[fid,kid,is] with "
+                               "inception_weights=FILE, metrics=[clip_score] with clip_model=..., or set "
+                               "data.label_columns")
+        metrics = resolve(names)
+        if any(m.reader == "inception" for m in metrics):
+            check_weights(cfg.get("inception_weights"))
+    data = eval_set(datamodule, cfg.split, int(cfg.num_samples), seed, diversity=any(m.reads_blocks for m in metrics))
     if any(m.name == "caption_accuracy" for m in metrics) and data.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs a checkpoint trained on data=shapes")
     readers = Readers(metrics, cache_dir=cfg.cache_dir, inception_weights=cfg.get("inception_weights"),
-                      clip_model=cfg.get("clip_model"), dist=fabric).to(fabric.device)
-    context = Context(seed=seed, scenes=data.scenes, blocks=data.blocks)
+                      clip_model=cfg.get("clip_model"), dist=fabric, datamodule=datamodule).to(fabric.device)
+    context = readers.context(seed, data)
     n = len(data)
     main = data.blocks["main"][1] if data.blocks else n  # the split's captions come first, the diversity blocks after
     fake_keys, real_keys = wanted(metrics, "fake"), wanted(metrics, "real")
@@ -290,7 +304,7 @@ def evaluate_folders(cfg: DictConfig) -> dict:
     folders = list(cfg.folders) if OmegaConf.is_list(cfg.folders) else [cfg.folders]
     if len(folders) != 2:
         raise ConfigError(f"folders={folders}: give two image folders, folders=[REAL_DIR,GENERATED_DIR]")
-    metrics = resolve(cfg.metrics)
+    metrics = resolve(["fid", "kid", "is"] if cfg.metrics == "auto" else cfg.metrics)
     others = [m.name for m in metrics if m.reader != "inception"]
     if others:
         raise MetricsError(f"metrics={others} cannot score image folders (they need a checkpoint, captions or the "

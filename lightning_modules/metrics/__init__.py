@@ -2,7 +2,9 @@
 (``callbacks.SampleMetrics``) and ``evaluate.py`` (``evaluation.py``) alike.
 
 The names are those of the configs, ``metrics.json`` and the logs: ``caption_accuracy`` (shapes),
-``fid``, ``kid``, ``is``, ``clip_score``. Each :class:`Metric` says which network reads the images
+``fid``, ``kid``, ``is``, ``clip_score``, and on real data with ``data.label_columns`` the reference
+network's ``reference`` (FD, precision, recall), ``labels`` (label accuracy beside the real
+ceiling) and ``memorisation``. Each :class:`Metric` says which network reads the images
 (its ``reader``), which per-sample tensors it needs of the generated and of the real images, how
 they become numbers, and its ``protocol``: what the number means, written next to it in
 ``metrics.json``. :class:`Readers` loads the networks the wanted metrics need, once; images go
@@ -11,7 +13,8 @@ through :meth:`Readers.read` (per-sample tensors, which several processes can ga
 
 Files: ``frechet.py`` (the one Frechet distance, float64), ``inception.py`` (TF-compatible
 Inception features, FID, KID, IS, the real-feature cache), ``clip.py`` (CLIP score),
-``caption_accuracy.py`` (the shapes oracle's reading -> caption accuracy, oracle FD).
+``caption_accuracy.py`` (the shapes oracle's reading -> caption accuracy, oracle FD),
+``reference.py`` (the reference network of a real data set and its numbers).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from datamodules.shapes import SUBSETS
 from datamodules.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 from lightning_modules.distributed import rank_zero_first
 from lightning_modules.errors import MetricsError
-from lightning_modules.metrics import caption_accuracy, clip, inception
+from lightning_modules.metrics import caption_accuracy, clip, inception, reference
 
 Tensors = dict[str, torch.Tensor]
-READS = {"oracle": ("oracle_pred", "oracle_conf", "oracle_pose", "oracle_feat"), "inception": ("pool", "logits"), "clip": ("clip",)}
+READS = {"oracle": ("oracle_pred", "oracle_conf", "oracle_pose", "oracle_feat"), "inception": ("pool", "logits"),
+         "clip": ("clip",), "reference": ("ref_feat", "ref_pred")}
+REAL_DATA_METRICS = ("reference", "labels", "memorisation")  # the defaults on real data with label columns
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class Context:
     # (start, stop) of the evaluation set's parts: "main" (the split's captions, one sample each) and,
     # on shapes, the diversity blocks "open" and "spread" (prompts repeated); None: all is main
     blocks: dict | None = None
+    labels: dict[str, torch.Tensor] | None = None  # real data: class index per label column of each main sample
+    train_features: torch.Tensor | None = None  # real data: the reference features of the training images
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,22 @@ def _clip_score(fake: Tensors, real: Tensors, context: Context) -> dict[str, flo
     return {"clip_score": float(fake["clip"].mean()), "clip_score_real": float(real["clip"].mean())}
 
 
+def _reference(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
+    return reference.reference_scores(fake, real)
+
+
+def _labels(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
+    if not context.labels:
+        raise MetricsError("metrics=[labels] needs labelled real data: data.label_columns naming manifest columns")
+    return reference.label_scores(fake, real, context.labels)
+
+
+def _memorisation(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
+    if context.train_features is None:
+        raise MetricsError("metrics=[memorisation] needs the reference network's training features")
+    return reference.memorisation_scores(fake, real, context.train_features)
+
+
 _POOL = "Inception pool features (2048-d)"
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("caption_accuracy", "oracle", READS["oracle"], READS["oracle"], _caption_accuracy,
@@ -105,6 +128,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            protocol={"definition": clip.DEFINITION, "clip_score_real": "the real images with the same captions",
                      "resize": "the CLIP processor's"},
            reference=("clip_score_real",)),
+    Metric("reference", "reference", ("ref_feat",), ("ref_feat",), _reference, headline="reference/fd",
+           better="min", protocol=reference.PROTOCOL),
+    Metric("labels", "reference", ("ref_pred",), ("ref_pred",), _labels, headline="labels/subgroup", better="max",
+           protocol=reference.LABELS_PROTOCOL),
+    Metric("memorisation", "reference", ("ref_feat",), ("ref_feat",), _memorisation,
+           headline="memorisation/nn_ratio", better="max", protocol=reference.MEMORISATION_PROTOCOL,
+           reference=("memorisation/nn_distance_real",)),
 )}
 
 
@@ -115,6 +145,18 @@ def resolve(names: Sequence[str]) -> list[Metric]:
     if unknown or not names:
         raise MetricsError(f"metrics={names}: allowed {list(METRICS)}")
     return [METRICS[n] for n in names]
+
+
+def auto(datamodule, inception_weights=None) -> list[str]:
+    """``metrics=auto``: caption accuracy on shapes; the reference network's metrics on real data with
+    ``data.label_columns``; else FID when an Inception weights file is given; else none."""
+    from datamodules.shapes import ShapesDataModule
+
+    if isinstance(datamodule, ShapesDataModule):
+        return ["caption_accuracy"]
+    if getattr(datamodule, "label_columns", None):
+        return list(REAL_DATA_METRICS)
+    return ["fid"] if inception_weights else []
 
 
 def wanted(metrics: Sequence[Metric], side: str) -> set[str]:
@@ -158,22 +200,34 @@ class Readers:
 
     def __init__(self, metrics: Sequence[Metric], *, cache_dir: str | Path | None = None,
                  inception_weights: str | Path | None = None, clip_model: str | Path | None = None, dist=None,
-                 log=print):
+                 datamodule=None, log=print):
         needed = {m.reader for m in metrics}
         self.inception_weights, self.clip_model = inception_weights, clip_model
-        self.oracle = self.inception = self.clip = None
+        self.oracle = self.inception = self.clip = self.reference = None
         if "oracle" in needed:
             def load():
                 return load_or_train(cache_dir, log=log)
 
             self.oracle = rank_zero_first(dist, load, "training the shapes oracle") if dist is not None else load()
+        if "reference" in needed:
+            columns = getattr(datamodule, "label_columns", None)
+            if not columns:
+                raise MetricsError(f"metrics={[m.name for m in metrics if m.reader == 'reference']} read images with "
+                                   "the reference network, which classifies labelled real data: a data set with "
+                                   "data.label_columns set (data=folder with a manifest, e.g. experiment=emoji64)")
+
+            def load_reference():
+                return reference.load_or_train(datamodule, columns, cache_dir, log=log)
+
+            self.reference = (rank_zero_first(dist, load_reference, "training the reference network")
+                              if dist is not None else load_reference())
         if "inception" in needed:
             self.inception = inception.load_inception(inception_weights)
         if "clip" in needed:
             self.clip = clip.load_clip(clip_model)
 
     def to(self, device) -> Readers:
-        for net in (self.oracle, self.inception, self.clip[0] if self.clip else None):
+        for net in (self.oracle, self.inception, self.clip[0] if self.clip else None, self.reference):
             if net is not None:
                 net.to(device)
         return self
@@ -188,6 +242,8 @@ class Readers:
             out["pool"], out["logits"] = inception.inception_features(self.inception, images)
         if self.clip is not None and "clip" in keys:
             out["clip"] = clip.clip_scores(images, list(captions), self.clip)
+        if self.reference is not None and keys & set(READS["reference"]):
+            out.update(reference.read(self.reference, images))
         missing = keys - set(out)
         if missing:
             raise MetricsError(f"no reader loaded for {sorted(missing)}")
@@ -203,4 +259,17 @@ class Readers:
             out["inception"] = {**inception.PROTOCOL, "weights_sha256": digest}
         if self.clip is not None:
             out["clip"] = {"model": str(self.clip_model), "resize": "the CLIP processor's"}
+        if self.reference is not None:
+            out["reference"] = {"columns": {k: len(v) for k, v in self.reference.classes.items()},
+                                "training_images": int(self.reference.train_features.shape[0]),
+                                "train": reference.TRAIN, "digest": self.reference.digest}
         return out
+
+    def context(self, seed: int, data) -> Context:
+        """The :class:`Context` of an evaluation set (``evaluation.EvalSet``): its scenes and blocks and,
+        with the reference network, its label targets and the training features."""
+        labels = train = None
+        if self.reference is not None:
+            train = self.reference.train_features
+            labels = self.reference.targets(data.labels) if data.labels else None
+        return Context(seed=seed, scenes=data.scenes, blocks=data.blocks, labels=labels, train_features=train)
