@@ -1,13 +1,16 @@
-"""Caption accuracy against training images seen, for a fixed training budget (JSON).
+"""Quality against training images seen, for a fixed training budget (JSON): shapes or real data.
 
 Runs ``train.py`` (the default configuration unless overrides are given) in a fresh run folder, then
-reads the run's ``csv/metrics.csv``: ``metrics/caption_accuracy`` (the shapes oracle on 256 EMA
-samples of fixed test captions, at each validation) and the per-attribute accuracies, against
-``train/batches`` x batch size. Compare runs of two commits or two configs on the same machine.
+reads the run's ``csv/metrics.csv``: the training callback's metrics at each validation (256 EMA
+samples of fixed val captions; on shapes ``metrics/caption_accuracy`` and the per-attribute
+accuracies, on labelled real data such as ``experiment=emoji64`` the reference FD, precision/recall,
+label accuracy and memorisation) against ``train/batches`` x batch size. Compare runs of two
+commits or two configs on the same machine.
 
 With ``--minutes M`` the run trains for M minutes of wall-clock time (``trainer.max_time``, no step
 limit): compare configurations at an equal budget. With ``--final-eval N`` the run's
-``last.ckpt`` is scored by ``evaluate.py`` (caption accuracy, N samples of the test split).
+``last.ckpt`` is scored by ``evaluate.py`` (its default metrics for the run's data, N samples of the
+test split).
 
 With ``--run-dir DIR`` the run folder is kept there (samples, checkpoints, logs) instead of a
 temporary folder; with ``--from-run DIR`` nothing is trained: the report is made from a finished run
@@ -41,7 +44,7 @@ def curve(metrics_csv: Path, batch_size: int) -> list[dict]:
     for row in rows:
         if row.get("train/batches"):
             last_batches = float(row["train/batches"])
-        if row.get("metrics/caption_accuracy"):
+        if any(v and k.startswith("metrics/") and k != "metrics/samples" for k, v in row.items()):
             point = {"batches": int(last_batches), "images_seen": int(last_batches) * batch_size}
             for key, value in row.items():  # caption accuracy (overall, per subset), diversity, oracle FD
                 if key.startswith("metrics/") and key != "metrics/samples" and value:
@@ -80,7 +83,7 @@ def main() -> None:
         final_eval = None
         if args.final_eval:
             ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={run}/checkpoints/last.ckpt",
-                                 "metrics=[caption_accuracy]", f"num_samples={args.final_eval}", "split=test",
+                                 f"num_samples={args.final_eval}", "split=test",
                                  f"hydra.run.dir={Path(tmp) / 'eval'}"], env=env, capture_output=True, text=True)
             if ev.returncode != 0:
                 sys.exit(f"evaluate.py failed:\n{ev.stderr[-4000:]}")
@@ -97,8 +100,10 @@ def main() -> None:
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     report = {
         "benchmark": "shapes_quality",
-        "what": "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
-                "(open_tv, spread_ratio) vs training images seen",
+        "what": ("shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
+                 "(open_tv, spread_ratio) vs training images seen" if cfg["data"].get("name") == "shapes" else
+                 "real-data metrics of the training callback (reference network: FD, precision/recall, label "
+                 "accuracy, memorisation; 256 EMA samples of fixed val captions) vs training images seen"),
         "overrides": overrides,
         "run": str(args.from_run) if args.from_run else None,
         "budget_minutes": args.minutes,

@@ -114,9 +114,11 @@ class FolderDataModule(CaptionDataModule):
     name = "folder"
 
     def __init__(self, *, manifest: str | None = None, split_fractions: dict | None = None,
-                 group_by: str | None = None, label_columns: list[str] | None = None, **kwargs):
+                 group_by: str | None = None, label_columns: list[str] | None = None, source: str | None = None,
+                 **kwargs):
         check(type(self), {"manifest": manifest, "split_fractions": split_fractions, "group_by": group_by,
                            "label_columns": label_columns}, "data")
+        self.source = source
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.split_fractions = dict(split_fractions or {"val": 0.05, "test": 0.0})
         self.group_by = group_by
@@ -141,10 +143,11 @@ class FolderDataModule(CaptionDataModule):
                    "FILE, or data.label_columns=null")
         return super().config_problems(values, key) + p
 
-    @classmethod
-    def where(cls) -> str:
-        return ("data=folder reads images with same-named .txt captions under data.root, or a JSONL/CSV manifest "
-                "given as data.manifest=FILE.")
+    def where(self) -> str:
+        """How to get the folder (``data.source``, set by a preset such as experiment=emoji64), else
+        what the reader reads."""
+        return self.source or ("data=folder reads images with same-named .txt captions under data.root, or a "
+                               "JSONL/CSV manifest given as data.manifest=FILE.")
 
     def _files(self, folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
@@ -223,7 +226,7 @@ class FolderDataModule(CaptionDataModule):
         if self.manifest is not None:
             manifest = self.manifest if self.manifest.is_absolute() else self.root / self.manifest
             if not manifest.is_file():
-                raise missing(manifest, "data.manifest", "Point it at a .jsonl or .csv of (image, caption).")
+                raise missing(manifest, "data.manifest", self.source or "Point it at a .jsonl or .csv of (image, caption).")
             suffix = manifest.suffix.lower()
             if suffix not in (".jsonl", ".json", ".csv"):
                 raise DataError(f"data.manifest={manifest}: use a .jsonl or .csv file")

@@ -236,3 +236,15 @@ def test_the_emoji64_experiments_read_its_own_split_by_emoji_without_flips(tmp_p
     assert (cfg.trainer.max_time == "00:00:21:00") == (experiment == "emoji64")  # the CPU run stops by the clock
     if experiment == "emoji64":
         validate(cfg)  # the GPU one asks for a GPU this machine may not have
+
+
+def test_without_the_data_the_emoji64_preset_names_its_folder_and_how_to_build_it(tmp_path, monkeypatch):
+    from conftest import compose_train
+    from hydra.utils import instantiate
+
+    monkeypatch.delenv("GAN_GA_EMOJI64", raising=False)
+    monkeypatch.chdir(tmp_path)  # no data/emoji64 here
+    cfg = compose_train(tmp_path, ["data=folder", "experiment=emoji64"])
+    assert cfg.data.root == "data/emoji64"  # the product's own folder, never ../shared
+    with pytest.raises(Exception, match=r"(?s)data.root: data/emoji64 does not exist.*python tools/build_emoji64.py"):
+        instantiate(cfg.data)  # (Hydra wraps the DataError; train.py prints its message alone)

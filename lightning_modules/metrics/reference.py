@@ -81,7 +81,7 @@ class ReferenceNet(nn.Module):
     """[B,3,H,W] in [-1,1] (any H=W, resized to 64) -> 256-d features and one logit vector per label
     column. ``classes`` holds each column's label names (the index order of its logits)."""
 
-    def __init__(self, classes: dict[str, list[str]], width: int = 32):
+    def __init__(self, classes: dict[str, list[str]], width: int = 16):
         super().__init__()
         self.classes = {k: list(v) for k, v in classes.items()}
         w = width
