@@ -1,6 +1,8 @@
 """Metrics of a trained checkpoint (its EMA generator), written to metrics.json with their protocol.
 
-    python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt metrics=[caption_accuracy] num_samples=2048
+    python evaluate.py ckpt_path=RUN/checkpoints/last.ckpt num_samples=2048   # the run's defaults (metrics=auto):
+        # shapes: caption accuracy; real data with data.label_columns: reference FD, precision/recall,
+        # label accuracy beside the real ceiling, memorisation
     python evaluate.py ckpt_path=... metrics=[fid,kid,is] inception_weights=/models/pt_inception.pth
     python evaluate.py folders=[REAL_DIR,GENERATED_DIR] metrics=[fid,kid] inception_weights=/models/pt_inception.pth
 """

@@ -1,4 +1,4 @@
-"""The README's picture of the demo: headless Chromium types prompts into the real page, then a screenshot.
+"""The demo's picture in docs/usage.md: headless Chromium types prompts into the real page, then a screenshot.
 
     python benchmarks/demo_screenshot.py RUN/checkpoints/last.ckpt --out docs/demo_screenshot.png
 

@@ -4,7 +4,10 @@ Reads the reports of ``benchmarks/shapes_quality.py --final-eval 512`` named
 
 * ``gen_default.json``: the default run (``python train.py``), its test-split scores and curve;
 * ``gen<M>_<arm>_seed<S>.json``: arms compared at an equal budget of ``M`` minutes (``--minutes M``),
-  two seeds each, side by side on one machine.
+  two seeds each, side by side on one machine;
+* ``emoji64_default.json``: ``python train.py experiment=emoji64`` (real drawings), scored on the
+  test emoji (``--final-eval 653``), and its curve;
+* ``emoji64_<M>_<arm>_seed<S>.json``: emoji64 arms at an equal budget of ``M`` minutes.
 
 Usage: ``python benchmarks/results_page.py [--out docs/results.md]``
 """
@@ -123,12 +126,76 @@ def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
     return lines + [""]
 
 
+REAL_COLUMNS = (  # emoji64: (metrics.json key, column title)
+    ("reference/fd", "FD (lower)"),
+    ("reference/precision", "precision"),
+    ("reference/recall", "recall"),
+    ("labels/group", "group acc."),
+    ("labels/group_ratio", "group / ceiling"),
+    ("labels/subgroup", "subgroup acc."),
+    ("labels/subgroup_ratio", "subgroup / ceiling"),
+    ("memorisation/nn_ratio", "NN ratio"),
+)
+REAL_TARGETS = {"group / ceiling": ">= 0.6", "subgroup / ceiling": ">= 0.4"}
+
+
+def real_cells(values: dict[str, float]) -> list[str]:
+    return [f"{values[k]:.3f}" if k in values else "-" for k, _ in REAL_COLUMNS]
+
+
+def emoji_default_section(report: dict) -> list[str]:
+    values = scores(report)
+    lines = ["## emoji64: `python train.py experiment=emoji64`", "",
+             f"{report['batches_trained']} batches, {report['wall_s'] / 60:.1f} minutes of wall-clock time in all "
+             f"({report.get('wall_note', 'the whole command')}), {machine(report)}. Then `python evaluate.py "
+             "ckpt_path=RUN/checkpoints/last.ckpt split=test` (its defaults for labelled real data; all 653 test "
+             "drawings of the 165 test emoji, first caption = the emoji's name):", "",
+             "| | " + " | ".join(t for _, t in REAL_COLUMNS) + " |", "|---|" + "---|" * len(REAL_COLUMNS),
+             "| target | " + " | ".join(REAL_TARGETS.get(t, "") for _, t in REAL_COLUMNS) + " |",
+             "| generated | " + " | ".join(real_cells(values)) + " |",
+             "| real test drawings (ceiling) | " + " | ".join(
+                 f"{values[k + '_real']:.3f}" if k + "_real" in values else
+                 ("1 by definition" if k.endswith("_ratio") and k.startswith("labels") else "")
+                 for k, _ in REAL_COLUMNS) + " |", "",
+             f"Memorisation: median feature distance to the nearest training drawing "
+             f"{values.get('memorisation/nn_distance', float('nan')):.3f} for generated images against "
+             f"{values.get('memorisation/nn_distance_real', float('nan')):.3f} for the real test drawings.", "",
+             "Validation curve (256 val captions of 74 val emoji per point):", "",
+             "| batches | " + " | ".join(t for _, t in REAL_COLUMNS) + " |", "|---|" + "---|" * len(REAL_COLUMNS)]
+    for point in report["curve"]:
+        lines.append(f"| {point['batches']} | " + " | ".join(f"{point[k]:.3f}" if k in point else "-"
+                                                             for k, _ in REAL_COLUMNS) + " |")
+    return lines + [""]
+
+
+def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
+    first = next(iter(arms.values()))[0]
+    lines = [f"## emoji64, equal budget: {minutes} minutes of wall-clock time per run", "",
+             f"Each run trains `experiment=emoji64` for {minutes} minutes (`trainer.max_time`), then its `last.ckpt` "
+             "is scored on the 653 test drawings (`--final-eval 653`). Two runs at a time, side by side, one thread "
+             f"each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
+             "| arm | overrides | seed | batches | " + " | ".join(t for _, t in REAL_COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(REAL_COLUMNS)]
+    for arm, reports in sorted(arms.items(), key=lambda kv: (kv[0] != "gan_ga", kv[0])):
+        for r in sorted(reports, key=lambda r: r["_seed"]):
+            lines.append(f"| {arm} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
+                         + " | ".join(real_cells(scores(r))) + " |")
+        if len(reports) > 1:
+            means = []
+            for key, _ in REAL_COLUMNS:
+                xs = [scores(r)[key] for r in reports if key in scores(r)]
+                means.append(f"**{sum(xs) / len(xs):.3f}** ± {(max(xs) - min(xs)) / 2:.3f}" if xs else "-")
+            lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(means) + " |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args(argv)
     lines = ["# Results", "",
-             "Generated by `python benchmarks/results_page.py` from `benchmarks/results/gen*.json`; do not edit by "
+             "Generated by `python benchmarks/results_page.py` from `benchmarks/results/gen*.json` and "
+             "`emoji64*.json`; do not edit by "
              "hand. What the numbers mean: [docs/shapes.md](shapes.md) and each run's `metrics.json` protocol.", ""]
     default = RESULTS / "gen_default.json"
     if default.is_file():
@@ -142,6 +209,18 @@ def main(argv: list[str] | None = None) -> None:
             budgets[match.group(1)][match.group(2)].append(report)
     for minutes, arms in sorted(budgets.items()):
         lines += budget_section(minutes, arms)
+    emoji = RESULTS / "emoji64_default.json"
+    if emoji.is_file():
+        lines += emoji_default_section(json.loads(emoji.read_text()))
+    emoji_budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(RESULTS.glob("emoji64_*_*_seed*.json")):
+        match = re.fullmatch(r"emoji64_(\d+)_(.+)_seed(\d+)\.json", path.name)
+        if match:
+            report = json.loads(path.read_text())
+            report["_seed"] = int(match.group(3))
+            emoji_budgets[match.group(1)][match.group(2)].append(report)
+    for minutes, arms in sorted(emoji_budgets.items()):
+        lines += emoji_budget_section(minutes, arms)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

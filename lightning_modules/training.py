@@ -60,7 +60,7 @@ def under_submitit(executor: str | None = None) -> bool:
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 convolutions run natively. Elsewhere (AVX2-only CPUs) oneDNN emulates
-    them and a bf16 step is ~10x slower than float32 (measured, see the README's speed table)."""
+    them and a bf16 step is ~10x slower than float32 (measured: docs/speed.md)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

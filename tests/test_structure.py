@@ -159,12 +159,13 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
 
 
 def test_every_test_the_readme_names_for_a_promise_exists():
-    """The Reliability table names the test of each promise: each named test must be there."""
+    """The Reliability table (docs/reliability.md) names the test of each promise: each named test
+    must be there."""
     import re
 
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Reliability"):readme.index("**Resume.**")]
+    page = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    section = page[page.index("# Reliability"):]
     named = 0
     for cell in re.findall(r"\| ([^|]*test_[^|]*) \|\n", section):
         current = None
@@ -180,3 +181,81 @@ def test_every_test_the_readme_names_for_a_promise_exists():
                 assert re.search(rf"^def {re.escape(test)}\(", source, re.M), f"{current}::{test} is not a test"
                 named += 1
     assert named >= 20
+
+
+def _markdown_pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose_lines(text: str) -> list[str]:
+    """A Markdown page's lines outside fenced code blocks, with inline code spans removed."""
+    import re
+
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append(re.sub(r"`[^`]*`", "", line))
+    return lines
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens,
+    repeats numbered."""
+    import re
+
+    seen: dict[str, int] = {}
+    anchors = set()
+    fenced = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        heading = re.match(r"#{1,6} (.+)", line)
+        if fenced or not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_the_readme_is_a_front_door_of_at_most_15000_bytes():
+    """The README stays short; everything else lives in docs/."""
+    size = (ROOT / "README.md").stat().st_size
+    assert size <= 15_000, f"README.md is {size} bytes; move detail into docs/"
+
+
+def test_the_readme_shows_the_install_and_test_commands_ci_runs():
+    """.ci/run runs the README's install and test commands (its --quiet aside)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip().replace(" --quiet", "") for line in ci.splitlines()
+                if line.startswith(("python3 -m venv", ".venv/bin/"))]
+    assert len(commands) >= 3, commands
+    for command in commands:
+        assert command in readme, f".ci/run's {command!r} is not in README.md"
+
+
+def test_every_relative_link_in_the_readme_and_docs_points_to_something_that_exists():
+    """Links and images of README.md and docs/*.md: the file exists, and a #fragment names a heading
+    of the page it points to."""
+    import re
+
+    broken = []
+    for page in _markdown_pages():
+        for line in _prose_lines(page.read_text(encoding="utf-8")):
+            for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", line):
+                if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                    continue  # http:, https:, mailto:
+                path, _, fragment = target.partition("#")
+                dest = (page.parent / path).resolve() if path else page
+                name = f"{page.relative_to(ROOT)}: {target}"
+                if not dest.exists():
+                    broken.append(f"{name} (no such file)")
+                elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
+                    broken.append(f"{name} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)

@@ -16,7 +16,7 @@ Variants:
 ``cross_attention``  GAN-GA: ``affine`` plus image features attending over the token features
                      (padding masked) at the resolutions named in ``attention_resolutions``
                      (4 = the 4x4 seed itself; ``model=gan_ga`` uses 8 and 16, which learned as
-                     much per batch as 4, 8 and 16: README ablation).
+                     much per batch as 4, 8 and 16: docs/experiments.md, ablation).
 """
 
 from __future__ import annotations
