@@ -254,7 +254,7 @@ class Preemption(L.Callback):
         path = callback.save_now(trainer) if isinstance(callback, Checkpoint) else None
         if not isinstance(callback, Checkpoint) and callback is not None and callback.dirpath:
             path = str(Path(callback.dirpath) / "last.ckpt")
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
         batches = int(getattr(pl_module, "batches_seen", -1))
         rank_zero_info(f"gan-ga: {name} received: saved {path or 'no checkpoint (no checkpoint callback)'} at batch "
                        f"{batches}; stopping. Continue with: python train.py resume=auto hydra.run.dir=RUN")
@@ -424,7 +424,7 @@ class SampleMetrics(L.Callback):
     def _save_best(self, trainer: L.Trainer, pl_module, value: float) -> None:
         folder = Path(self.dirpath)
         tmp = folder / ".best.ckpt.tmp"
-        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; rank 0 writes
         if trainer.is_global_zero:
             tmp.replace(folder / "best.ckpt")
             info = {"metric": self.primary, "mode": self.mode, "value": value, "batches": int(pl_module.batches_seen),

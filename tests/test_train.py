@@ -32,6 +32,17 @@ def test_model_preset_picks_its_fusion(tmp_path):
         assert cfg.fusion._target_.endswith(fusion_class), model
 
 
+def test_dfgan_preset_is_dfgan_as_published(tmp_path):
+    """Tao et al. 2022 / tobran/DF-GAN: MA-GP (2, 6) every D step, hinge, no projection term, residual
+    gain 0, tanh, Adam (0, 0.9) G 1e-4 / D 4e-4, no EMA, no DiffAugment, the neighbour's caption."""
+    m = compose_train(tmp_path, ["model=dfgan", "data=folder", "data.root=unused"]).model
+    assert (m.loss, m.gp_weight, m.gp_power, m.gp_every, m.ema_beta, m.mismatch) == ("hinge", 2.0, 6.0, 1, 0.0, "roll")
+    assert list(m.augment.policy) == [] and m.generator.output_activation == "tanh"
+    assert m.discriminator.residual_gain == 0.0 and m.discriminator.projection is False
+    assert not m.discriminator.word_matching and m.contrastive_weight == 0.0 and not m.data_negatives
+    assert (m.optimizer_g.lr, m.optimizer_d.lr, list(m.optimizer_g.betas)) == (1e-4, 4e-4, [0.0, 0.9])
+
+
 def test_cli_fast_dev_run(tmp_path, oracle_cache):
     result = run_script("train.py", "model=gan_ga", "fusion=affine", "encoder=tiny", "trainer.fast_dev_run=true",
                         f"paths.cache_dir={oracle_cache}",
