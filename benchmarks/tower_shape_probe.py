@@ -1,6 +1,6 @@
 """How fast a D-style conv tower learns the shape of a shapes object, by where it pools (JSON).
 
-A fresh tower of D's down blocks (``MatchTower``) ending at ``--resolution`` (4: D's last map, 8:
+A fresh tower of D's down blocks (``discriminators.down_tower``) ending at ``--resolution`` (4: D's last map, 8:
 one block earlier), pooled over space by mean or max, then a linear layer, is trained *supervised*
 on the shape label of single-object training renders (Adam, D's betas, batch 32) and scored on 256
 val renders after every 50 steps. It tells which of D's maps can carry shape to a text-conditional
@@ -28,11 +28,13 @@ import report as report_json  # noqa: E402 - benchmarks/report.py
 
 def curve(resolution: int, pool: str, channels: int, steps: int, lr: float) -> list[dict]:
     from datamodules.shapes import SHAPES, ShapesDataset
-    from lightning_modules.components.discriminators import MatchTower
+    from lightning_modules.components.discriminators import down_tower
 
     torch.manual_seed(0)
-    tower = MatchTower(image_size=32, resolution=resolution, channels=channels)
-    head = nn.Linear(tower.out_channels, len(SHAPES))
+    from_rgb, blocks, width = down_tower(image_size=32, base_channels=channels, max_multiplier=32 // resolution,
+                                         resolution=resolution)
+    tower = nn.Sequential(from_rgb, blocks)  # D's down blocks, ending at ``resolution``
+    head = nn.Linear(width(resolution), len(SHAPES))
     optimizer = torch.optim.Adam([*tower.parameters(), *head.parameters()], lr=lr, betas=(0.0, 0.9))
     train = ShapesDataset(split="train", length=steps * 32, max_objects=1)
     val = ShapesDataset(split="val", length=256, max_objects=1)

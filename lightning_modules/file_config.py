@@ -22,6 +22,7 @@ not limited by this module.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -66,6 +67,39 @@ ENCODER_OVERRIDES = {
     "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "resid_pdrop", "embd_pdrop", "attn_pdrop",
     "d_model", "d_ff", "d_kv", "num_layers", "num_heads", "dropout_rate", "projection_dim",
 }
+
+
+# keys that files written by earlier versions carry for variants since removed: dropped when they
+# hold the one behaviour kept (what the default always was), refused naming the variant otherwise
+# (the measured variants and their results: docs/experiments.md). None: any value (it only
+# sized a removed part).
+RETIRED: dict[str, dict[str, Any]] = {
+    "model": {"contrastive_fakes": False},
+    "model.discriminator": {"match_features": "shared", "match_aggregate": "weighted", "match_resolution": 4,
+                            "match_global": False, "match_channels": None},
+}
+
+
+def retire(config: dict, source: str) -> dict:
+    """``config`` without the :data:`RETIRED` keys that hold the kept behaviour; a
+    :class:`FileConfigError` naming ``source`` for one that asks for a removed variant."""
+    problems = []
+    for path, keys in RETIRED.items():
+        node = config
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        for key, kept in keys.items():
+            if key in node:
+                value = node.pop(key)
+                if kept is not None and value != kept:
+                    problems.append(f"{path}.{key}={value!r}")
+    if problems:
+        raise FileConfigError(f"{source}: trained with {', '.join(problems)}, a variant this version of gan-ga no "
+                              f"longer has (measured and removed: docs/experiments.md); load it with the version "
+                              f"that trained it")
+    return config
 
 
 class FileConfigError(UserError, ValueError):
@@ -146,6 +180,8 @@ def checked_file_config(config: Any, source: str) -> dict:
         raise FileConfigError(f"{source}: its config is not a mapping")
     kept = {k: config[k] for k in KEPT_SECTIONS if k in config}
     missing = [k for k in ("encoder", "fusion", "model") if not isinstance(kept.get(k), dict)]
+    if not missing:
+        kept["model"] = retire(copy.deepcopy({"model": kept["model"]}), source)["model"]
     if missing:
         raise FileConfigError(f"{source}: its config has no {', '.join(missing)} section")
     problems = _problems(kept, "")

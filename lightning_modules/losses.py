@@ -77,24 +77,16 @@ def matching_aware_gradient_penalty(
     return weight * flat.norm(2, dim=1).pow(power).mean()
 
 
-def contrastive_loss(similarity: torch.Tensor, matches: torch.Tensor, temperature: float,
-                     fake_similarity: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(similarity: torch.Tensor, matches: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE over a batch's image x caption similarities [B, T] (XMC-GAN), image -> caption and
     caption -> image, averaged. Pair ``(i, i)`` is the positive; captions ``B..T-1`` are extra
     negatives (image -> caption only); a caption true of another image (``matches`` [B, T] True,
     ``i != t``: the same scene in other words, or one that leaves open what differs) is left out
-    rather than counted as a negative.
-
-    ``fake_similarity`` [B_fake, T] (D's side only): generated images are extra negative *images*
-    of every caption (caption -> image), the fake made from caption ``i`` included, so the matcher
-    learns that a caption is found in real images only, and G cannot satisfy it with images that
-    merely look like the words to an untrained eye."""
+    rather than counted as a negative."""
     n, t = similarity.shape
     eye = torch.eye(n, t, dtype=torch.bool, device=similarity.device)
     same = matches & ~eye
     logits = (similarity.float() / temperature).masked_fill(same, float("-inf"))
     target = torch.arange(n, device=similarity.device)
     by_caption = logits[:, :n].T
-    if fake_similarity is not None:
-        by_caption = torch.cat([by_caption, fake_similarity[:, :n].float().T / temperature], dim=1)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(by_caption, target))

@@ -61,12 +61,6 @@ def kl_warmup(batches: int, weight: float, warmup_batches: int) -> float:
     return weight if warmup_batches <= 0 else weight * min(1.0, batches / warmup_batches)
 
 
-def feature_map(features: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """D's 4x4 map out of what ``Discriminator.features`` returns (the map, or the map and the word
-    matcher's region map)."""
-    return features[0] if isinstance(features, tuple) else features
-
-
 def optimizer_with(build: Callable[..., torch.optim.Optimizer], extra: nn.Module,
                    params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """``build(params=params)`` with ``extra``'s parameters as a second param group (the same
@@ -156,10 +150,10 @@ class VAEGAN(TextToImageGAN):
         recon = self.fast("generator")(z, text)
         with torch.no_grad():
             real_d = self.fast("d_features")(self.d_input(images, Noise.AUG_RECON))
-            real_features = feature_map(real_d)
+            real_features = real_d.map
         features = self.fast("d_features")(self.d_input(recon, Noise.AUG_RECON))  # the same augmentation
         terms = {"kl": gaussian_kl(mu, logvar), "l1": (recon.float() - images.float()).abs().mean(),
-                 "feature_match": feature_matching_loss(feature_map(features), real_features)}
+                 "feature_match": feature_matching_loss(features.map, real_features)}
         weights = {"kl": self.current_kl_weight(), "l1": self.recon_weight, "feature_match": self.feature_match_weight}
         if self.recon_adversarial_weight > 0:
             logits = self.fast("d_judge")(features, text.pooled, text.tokens, text.mask)[0]

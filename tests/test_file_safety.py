@@ -124,6 +124,27 @@ def test_a_flipped_byte_in_an_export_or_a_checkpoint_is_refused(trained_run, tmp
     assert result.returncode == 2 and "does not match the digest" in result.stderr
 
 
+def test_a_checkpoint_of_an_earlier_version_with_its_retired_keys_loads(trained_run, tmp_path):
+    """Files written before the measured-and-removed D variants went carry their keys at the kept
+    behaviour: they load and generate alike; one trained with a removed variant is named."""
+    from lightning_modules.evaluation import generate_for
+
+    def earlier(features="shared"):
+        def change(ckpt):
+            model = ckpt["gan_ga"]["config"]["model"]
+            model["contrastive_fakes"] = False
+            model["discriminator"].update(match_features=features, match_aggregate="weighted", match_resolution=4,
+                                          match_global=False, match_channels=32)
+        return change
+
+    old = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "old.ckpt", earlier())
+    now, then = load_module(trained_run / "checkpoints" / "last.ckpt"), load_module(old)
+    assert torch.equal(generate_for(then, ["a red circle"], 1, seed=0), generate_for(now, ["a red circle"], 1, seed=0))
+    own = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "own.ckpt", earlier("own"))
+    with pytest.raises(FileConfigError, match=r"own.ckpt.*model.discriminator.match_features='own'.*no longer has"):
+        load_module(own)
+
+
 def test_a_checkpoint_with_non_finite_weights_is_refused(trained_run, tmp_path):
     def poison(ckpt):
         ckpt["state_dict"]["generator.seed.weight"][0, 0] = float("nan")

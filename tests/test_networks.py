@@ -77,7 +77,7 @@ def test_discriminator_is_text_aware():
     torch.manual_seed(0)
     d = Discriminator(image_size=32, text_dim=12, base_channels=4, cond_dim=8)
     images, text = torch.randn(3, 3, 32, 32), _text()
-    features = d.features(images)
+    features = d.features(images).map
     assert d.head(features, text.pooled).shape == (3,)
     assert not torch.allclose(d.head(features, text.pooled), d.head(features, text.pooled.roll(1, 0)))
 

@@ -147,15 +147,15 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
     from lightning_modules.config_checks import validate
     from lightning_modules.errors import ConfigError
 
-    cfg = compose_train(tmp_path, ["model.discriminator.match_aggregate=max", "data.min_objects=3",
+    cfg = compose_train(tmp_path, ["model.mismatch=max", "data.min_objects=3",
                                    "model.optimizer_g.betas=[0.5]"])
     with pytest.raises(ConfigError) as err:
         validate(cfg)
-    for expected in ("model.discriminator.match_aggregate='max': allowed:", "data.min_objects=3",
+    for expected in ("model.mismatch='max': allowed:", "data.min_objects=3",
                      "model.optimizer_g.betas=[0.5]: two numbers in [0, 1)"):
         assert expected in str(err.value)
-    with pytest.raises(ConfigError, match="model.discriminator.match_aggregate='max'"):
-        Discriminator(image_size=32, text_dim=8, match_aggregate="max")
+    with pytest.raises(ConfigError, match="model.discriminator.projection_resolution=32"):
+        Discriminator(image_size=32, text_dim=8, projection_resolution=32)
 
 
 def test_every_test_the_readme_names_for_a_promise_exists():

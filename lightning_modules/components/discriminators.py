@@ -1,4 +1,4 @@
-"""Discriminator: image -> 4x4 features (DF-GAN residual down blocks) and a text-aware head.
+"""Discriminator: image -> D's feature maps (DF-GAN residual down blocks) and a text-aware head.
 
 Two ways D reads the caption:
 
@@ -6,29 +6,27 @@ Two ways D reads the caption:
   sentence vector only;
 * the word-region matcher (``word_matching``) reads every word: each word attends over the 4x4
   image regions (which carry a learned position embedding), and the caption matches the image when
-  its words find regions that look like them (AttnGAN's DAMSM score, learned inside D). Its image x
-  caption similarity matrix is what the contrastive terms (XMC-GAN) compare.
+  its words find regions that look like them (AttnGAN's DAMSM score, learned inside D). Its score
+  of each judged pair is added to D's logit, and its image x caption similarity matrix is what the
+  contrastive terms (XMC-GAN) compare.
 
-Where the matcher's regions come from (``match_features``):
-
-* ``shared``  D's own feature map; the matcher's score of each judged pair is added to D's logit.
-  The adversarial loss and the MA-GP shape that map: D's last map keeps colour, size and position
-  but forgets shape (``benchmarks/d_shape_probe.py``).
-* ``own``     a small image tower of the matcher's own (:class:`MatchTower`), trained only by the
-  contrastive terms on real pairs (DAMSM's image encoder, trained with D); its score is not part of
-  the adversarial logit. G is trained to make images this tower matches with their own caption.
+:meth:`Discriminator.features` returns one :class:`DFeatures`; :meth:`Discriminator.judge` reads it.
+Variants that were measured and did not pay (the matcher's own image tower, other word
+aggregations and region maps, a sentence term in the matcher, fakes as contrastive negatives) are
+described with their results in ``docs/experiments.md``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import NamedTuple
+
 from einops import repeat
 from torch import nn
 
 from lightning_modules.checks import Problems, check
 from lightning_modules.components.generators import channels_at, check_image_size
-from lightning_modules.components.text_encoders import masked_mean
 
 
 class DiscriminatorBlock(nn.Module):
@@ -115,36 +113,15 @@ class WordRegionMatcher(nn.Module):
 
     For caption ``i`` and image ``j``, each real word ``l`` attends over the image's regions
     (softmax of scaled dot products); its score is the cosine between the word and what it attended
-    to. The caption's score (in [-1, 1]) aggregates its words (padding excluded):
+    to. The caption's score (in [-1, 1]) is the mean of its words' scores with learned per-word
+    weights (padding excluded)."""
 
-    ``softmin``   a soft minimum, ``-log(mean(exp(-gamma * s_l))) / gamma``: the worst-matching word
-                  decides, so *every* word must be found in the image (one wrong shape word is
-                  enough to reject a caption);
-    ``mean``      the plain mean;
-    ``weighted``  a mean with learned per-word weights. They collapse onto the easiest words: after
-                  700 default batches D gave the position words 99% of the weight, and its matcher
-                  told a caption from its shape-changed counterfactual on 66% of real images.
-    """
-
-    AGGREGATES = ("softmin", "mean", "weighted")
-
-    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0,
-                 aggregate: str = "weighted", gamma: float = 5.0, global_match: bool = False):
+    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0):
         super().__init__()
-        # with ``global_match`` the score is the mean of the word score and a sentence score: the
-        # cosine of the image's max-pooled region content and the caption's mean token, projected.
-        # Max-pooling finds an object's local shape features at once where soft word attention
-        # starts as a mean over mostly background regions (``benchmarks/tower_shape_probe.py``: a
-        # shape head on a D-style 8x8 map reaches 89% in 300 steps max-pooled, 21% averaged)
-        self.global_proj = nn.Linear(dim, dim) if global_match else None
-        self.sentence_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim)) if global_match else None
-        if aggregate not in self.AGGREGATES:
-            raise ValueError(f"model.discriminator.match_aggregate={aggregate!r} is not one of {self.AGGREGATES}")
-        self.aggregate, self.gamma = aggregate, gamma
         self.region_proj = nn.Conv2d(feat_ch, dim, 1)
         self.position = nn.Parameter(torch.randn(regions, dim) * 0.5)
         self.word_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
-        self.word_weight = nn.Linear(token_dim, 1) if aggregate == "weighted" else None
+        self.word_weight = nn.Linear(token_dim, 1)
         self.sharpness = sharpness  # inverse temperature of the word -> region attention
         self.scale = dim**-0.5
 
@@ -155,34 +132,22 @@ class WordRegionMatcher(nn.Module):
             raise ValueError(f"word matcher built for {self.position.shape[0]} regions, got {r.shape[1]}")
         return r + self.position
 
-    def words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """[B, L, D] tokens -> word vectors [B, L, dim] and word weights [B, L] (0 on padding, sum 1)
-        (and with ``global_match`` the sentence vector [B, dim])."""
-        logits = self.word_weight(tokens).squeeze(-1).float() if self.aggregate == "weighted" else mask.float() * 0
+    def words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L, D] tokens -> word vectors [B, L, dim] and word weights [B, L] (0 on padding, sum 1)."""
+        logits = self.word_weight(tokens).squeeze(-1).float()
         weight = logits.masked_fill(~mask, float("-inf")).softmax(-1)
-        if self.sentence_proj is None:
-            return self.word_proj(tokens), weight.to(tokens.dtype)
-        sentence = self.sentence_proj(masked_mean(tokens, mask))
-        return self.word_proj(tokens), weight.to(tokens.dtype), sentence
+        return self.word_proj(tokens), weight.to(tokens.dtype)
 
-    def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def similarity(self, regions: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Every image with every caption: [B_img, B_txt]."""
-        if len(words) == 3:
-            content = self.global_proj((regions - self.position).amax(1))  # [B_img, dim]
-            sentence = F.cosine_similarity(content.unsqueeze(1), words[2].unsqueeze(0), dim=-1)
-            return 0.5 * (self.similarity(regions, words[:2]) + sentence.to(regions.dtype))
         w, weight = words
         cos = attended_cosine(regions, w, self.scale * self.sharpness)  # [B_img, B_txt, L]
-        if self.aggregate != "softmin":
-            return (cos * weight.unsqueeze(0)).sum(-1)
-        # soft minimum over the real words (weight: 1/n on them, 0 on padding)
-        log_weight = weight.float().clamp_min(1e-30).log().unsqueeze(0)
-        return (-(log_weight - self.gamma * cos.float()).logsumexp(-1) / self.gamma).to(cos.dtype)
+        return (cos * weight.unsqueeze(0)).sum(-1)
 
 
 def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, resolution: int = 4,
                residual_gain: float = 1.0):
-    """The image trunk of D, the matcher's own tower and the VAE-GAN's encoder: a 3x3 ``from_rgb``
+    """The image trunk of D and the VAE-GAN's encoder: a 3x3 ``from_rgb``
     conv, then :class:`DiscriminatorBlock` s halving ``image_size`` down to ``resolution``.
 
     Returns ``(from_rgb, blocks, width)``; ``width(res)`` is the channel count at resolution ``res``
@@ -198,26 +163,18 @@ def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, reso
     return from_rgb, blocks, width
 
 
-class MatchTower(nn.Module):
-    """The matcher's own image encoder: image -> the ``resolution`` x ``resolution`` region map,
-    ``channels`` wide at full resolution, doubling per halving (the same down blocks as D)."""
+class DFeatures(NamedTuple):
+    """What D reads of a batch of images: ``map``, the 4x4 map (the sentence head's and the word
+    matcher's regions), and ``pooled``, the finer map the sentence projection reads max-pooled
+    (``projection_resolution`` 8 or 16; None at 4, where it averages ``map``)."""
 
-    def __init__(self, *, image_size: int, resolution: int, channels: int):
-        super().__init__()
-        self.from_rgb, self.blocks, width = down_tower(image_size=image_size, base_channels=channels,
-                                                       max_multiplier=image_size // resolution, resolution=resolution)
-        self.out_channels = width(resolution)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.from_rgb(images))
-
-
-MATCH_FEATURES = ("shared", "own")
+    map: torch.Tensor
+    pooled: torch.Tensor | None = None
 
 
 class Discriminator(nn.Module):
-    """``features(images)`` then ``head(features, sentence)``; split so that the features of real
-    images are computed once and judged against both the matching and the mismatched caption."""
+    """``features(images)`` then ``judge(features, sentence, ...)``; split so that the features of
+    real images are computed once and judged against both the matching and the mismatched caption."""
 
     def __init__(
         self,
@@ -232,11 +189,6 @@ class Discriminator(nn.Module):
         token_dim: int | None = None,
         word_matching: bool = False,
         match_dim: int = 128,
-        match_aggregate: str = "weighted",
-        match_resolution: int = 4,
-        match_features: str = "shared",
-        match_channels: int = 32,
-        match_global: bool = False,
         projection_resolution: int = 4,
     ):
         super().__init__()
@@ -246,79 +198,46 @@ class Discriminator(nn.Module):
         self.projection_resolution = projection_resolution
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
                                         projection_ch=width(projection_resolution))
-        self.match_resolution = match_resolution
-        own = word_matching and match_features == "own"
-        self.match_tower = (MatchTower(image_size=image_size, resolution=match_resolution, channels=match_channels)
-                            if own else None)
-        region_ch = self.match_tower.out_channels if own else width(match_resolution)
-        self.matcher = (WordRegionMatcher(region_ch, token_dim or text_dim, match_dim,
-                                          regions=match_resolution**2, aggregate=match_aggregate,
-                                          global_match=match_global)
-                        if word_matching else None)
-        self.match_gain = nn.Parameter(torch.ones(1)) if word_matching and not own else None
+        self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim) if word_matching else None
+        self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
 
     @classmethod
     def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
         """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
         p = Problems(values, key)
-        for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim", "match_channels"):
+        for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim"):
             p.number(name, 1, integer=True)
         p.number("residual_gain", 0)
-        p.choice("match_aggregate", WordRegionMatcher.AGGREGATES)
-        p.choice("match_features", MATCH_FEATURES)
         size = values.get("image_size")
         allowed = [r for r in (4, 8, 16) if size is None or r < size]
-        p.need(values.get("match_resolution", 4) in allowed, "match_resolution",
-               f"the resolution of D's feature map whose regions the words attend over: {allowed}")
         p.need(values.get("projection_resolution", 4) in allowed, "projection_resolution",
                f"the resolution of D's feature map that the sentence projection reads (4: the 4x4 map averaged; "
                f"finer: that map max-pooled): {allowed}")
         return p
 
-    @property
-    def matcher_in_logit(self) -> bool:
-        """Whether the word matcher's score is part of the adversarial logit (``match_features=shared``)."""
-        return self.match_gain is not None
-
-    def features(self, images: torch.Tensor, regions: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """D's 4x4 feature map; with the word matcher reading another map (a finer
-        ``match_resolution``, or its own tower), the pair (4x4 map, the matcher's region map); with
-        a finer ``projection_resolution`` the triple (4x4 map, region map, the map the projection
-        reads). :meth:`judge` takes any of these. ``regions=False``: no own-tower regions, for
-        judging without that matcher (fakes in the D step, the penalty)."""
+    def features(self, images: torch.Tensor) -> DFeatures:
+        """D's feature maps of ``images`` (:class:`DFeatures`)."""
         h = self.from_rgb(images)
-        shared_regions = pooled_map = None
+        pooled_map = None
         for block in self.blocks:
             h = block(h)
-            if self.matcher_in_logit and self.match_resolution != 4 and h.shape[-1] == self.match_resolution:
-                shared_regions = h
             if self.projection_resolution != 4 and h.shape[-1] == self.projection_resolution:
                 pooled_map = h
-        if self.match_tower is not None:
-            regions_map = self.match_tower(images) if regions else h
-        else:
-            regions_map = h if shared_regions is None else shared_regions
-        if pooled_map is not None:
-            return h, regions_map, pooled_map
-        return h if regions_map is h else (h, regions_map)
+        return DFeatures(h, pooled_map)
 
-    def judge(self, features: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
+    def judge(self, features: DFeatures, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
               mask: torch.Tensor | None = None, mismatch: torch.Tensor | None = None):
         """Judges image ``i`` with caption ``i`` and, when ``mismatch`` (an index per image) is given,
         with caption ``mismatch[i]``. There may be more captions than images (extra negatives after
         the B matching ones). Returns (logits [B], mismatched logits [B] or None, similarity
         [B, captions] of the word matcher or None). The matcher's score of each judged pair is added
         to its logit."""
-        features, regions, pooled_map = (tuple(features) + (None,))[:3] if isinstance(features, tuple) else (
-            features, features, None)
-        n = features.shape[0]
-        logits = self.head(features, sentence[:n], pooled_map)
-        wrong = self.head(features, sentence[mismatch], pooled_map) if mismatch is not None else None
-        if self.matcher is None or tokens is None or (self.match_tower is not None and regions is features):
+        n = features.map.shape[0]
+        logits = self.head(features.map, sentence[:n], features.pooled)
+        wrong = self.head(features.map, sentence[mismatch], features.pooled) if mismatch is not None else None
+        if self.matcher is None or tokens is None:
             return logits, wrong, None
-        sim = self.matcher.similarity(self.matcher.regions(regions), self.matcher.words(tokens, mask))
-        if not self.matcher_in_logit:
-            return logits, wrong, sim
+        sim = self.matcher.similarity(self.matcher.regions(features.map), self.matcher.words(tokens, mask))
         logits = logits + self.match_gain * sim[:, :n].diagonal()
         if mismatch is not None:
             wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)
@@ -327,4 +246,4 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """D's logit of each (image, caption) pair."""
-        return self.judge(self.features(images, regions=self.matcher_in_logit), sentence, tokens, mask)[0]
+        return self.judge(self.features(images), sentence, tokens, mask)[0]
