@@ -153,6 +153,7 @@ def test_split_by_emoji_is_seeded_and_per_group():
     assert tool.split_by_emoji(many, 0.0, seed=0) == set()
 
 
+@pytest.mark.integration
 def test_build_writes_the_project_layout(built, tmp_path):
     rows = [json.loads(line) for line in (built / "meta.jsonl").read_text(encoding="utf-8").splitlines()]
     names = [r["name"] for r in rows]
@@ -190,6 +191,7 @@ def test_build_writes_the_project_layout(built, tmp_path):
     assert set(record.labels) == {"group", "subgroup"} and len(record.captions) >= 3
 
 
+@pytest.mark.integration
 def test_same_seed_same_build_and_limit(built, tmp_path):
     first = (built / "meta.jsonl").read_text(encoding="utf-8")
     assert run(tmp_path, "--test-fraction", "0.34", "--overwrite") == 0  # packages already unpacked: reused
@@ -200,6 +202,7 @@ def test_same_seed_same_build_and_limit(built, tmp_path):
     assert len(list(built.rglob("*.png"))) == 4
 
 
+@pytest.mark.integration
 def test_errors_are_one_line_with_exit_2(built, tmp_path, monkeypatch, capsys):
     before = (built / "meta.jsonl").read_text(encoding="utf-8")
     capsys.readouterr()

@@ -59,6 +59,7 @@ LAYOUTS = ("flickr8k_kaggle", "flickr8k_original", "flickr8k_karpathy", "coco201
            "manifest_jsonl", "manifest_csv")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_training_runs_on_each_layout(tmp_path, layout):
     """Each layout through the training entry point in this process (the command line's own path is
@@ -76,6 +77,7 @@ def test_training_runs_on_each_layout(tmp_path, layout):
     assert all(report["images"][split] > 0 for split in ("train", "val"))
 
 
+@pytest.mark.integration
 def test_train_py_fast_dev_run_reads_a_folder_and_logs_what_it_skipped(tmp_path):
     overrides, expect = _layout("folder", tmp_path / "data")
     run = tmp_path / "run"
@@ -215,6 +217,7 @@ def test_missing_files_name_the_path(tmp_path, module, kwargs, path_part):
         module(root=str(tmp_path / "gone"), **kwargs)
 
 
+@pytest.mark.integration
 def test_cli_missing_annotation_file_is_one_line(tmp_path):
     (tmp_path / "coco" / "train2017").mkdir(parents=True)
     result = run_script("train.py", "data=coco", f"data.root={tmp_path / 'coco'}", *TRAIN_FAST,
@@ -225,6 +228,7 @@ def test_cli_missing_annotation_file_is_one_line(tmp_path):
         + CocoDataModule.where()]
 
 
+@pytest.mark.integration
 def test_cli_missing_root_is_one_line(tmp_path):
     result = run_script("train.py", "data=coco", f"data.root={tmp_path / 'nowhere'}", *TRAIN_FAST,
                         f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -250,6 +254,7 @@ def test_image_scan_is_cached(tmp_path):
     torch.manual_seed(0)
 
 
+@pytest.mark.integration
 def test_ddp_ranks_train_on_different_images(tmp_path):
     layouts.folder(tmp_path / "data")
     result = run_script(
@@ -412,6 +417,7 @@ TAR_TRAIN = ["data=webdataset", "data.split_fractions.val=0", "data.batch_size=3
              "callbacks.model_checkpoint.every_n_batches=0"]
 
 
+@pytest.mark.integration
 def test_a_tar_with_one_corrupt_member_trains_3_epochs_with_one_runtime_skip_per_epoch(tmp_path):
     import csv
 
@@ -433,6 +439,7 @@ def test_a_tar_with_one_corrupt_member_trains_3_epochs_with_one_runtime_skip_per
                                                                 for e in range(3)]}
 
 
+@pytest.mark.integration
 def test_too_many_runtime_skips_stop_training_with_one_line_and_no_damaged_checkpoint(tmp_path):
     root = tmp_path / "tars"
     _tar_with_one_corrupt_member(root, 8)

@@ -49,6 +49,7 @@ def test_default_config_is_valid(tmp_path):
     validate(compose_train(tmp_path))
 
 
+@pytest.mark.integration
 def test_cli_stops_before_training_with_the_message(tmp_path):
     result = run_script("train.py", "data.image_size=48", "encoder=tiny", f"hydra.run.dir={tmp_path}/run",
                         cwd=tmp_path)
@@ -57,6 +58,7 @@ def test_cli_stops_before_training_with_the_message(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["train.py", "generate.py"])
 def test_a_config_choice_that_does_not_exist_is_one_line_with_exit_2(tmp_path, script):
     result = run_script(script, "encoder=nonexistent", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -77,6 +79,7 @@ def test_check_choices_reads_sweeps_and_leaves_keys_to_hydra(tmp_path):
     assert stop.value.code == 2
 
 
+@pytest.mark.integration
 def test_an_error_raised_in_a_data_loader_worker_is_reported_without_the_workers_traceback(capsys):
     from torch._utils import ExceptionWrapper
 

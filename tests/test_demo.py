@@ -44,6 +44,7 @@ def _png(response) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("n, columns, rows", [(1, 1, 1), (3, 3, 1), (8, 4, 2), (5, 4, 2)])
 def test_a_prompt_gives_a_png_grid_of_n_images_four_to_a_row(client, n, columns, rows):
     test_client, model = client
@@ -54,6 +55,7 @@ def test_a_prompt_gives_a_png_grid_of_n_images_four_to_a_row(client, n, columns,
         assert image.convert("RGB").getpixel((columns * side - 1, rows * side - 1)) == (255, 255, 255)
 
 
+@pytest.mark.integration
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(client):
     test_client, _ = client
 
@@ -64,6 +66,7 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(client):
     assert get(7).content != get(8).content
 
 
+@pytest.mark.integration
 def test_concurrent_requests_are_served_and_agree(client):
     test_client, _ = client
     params = {"prompt": "a green star at the top", "n": 2, "seed": 3}
@@ -73,6 +76,7 @@ def test_concurrent_requests_are_served_and_agree(client):
     assert len({r.content for r in responses}) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("params, message", [
     ({"prompt": "   "}, "prompt is empty"),
     ({}, "prompt is empty"),
@@ -92,6 +96,7 @@ def test_bad_input_is_a_4xx_with_its_message(client, params, message):
     assert message in response.json()["detail"]
 
 
+@pytest.mark.integration
 def test_interpolation_strip_and_health(client):
     test_client, model = client
     image = _png(test_client.get("/api/interpolate", params={"a": "a red circle", "b": "a blue star", "steps": 4}))
@@ -101,6 +106,7 @@ def test_interpolation_strip_and_health(client):
     assert health["status"] == "ok" and health["image_size"] == model.image_size
 
 
+@pytest.mark.integration
 def test_healthz_names_the_model_by_its_file_name_never_a_local_path(client, trained_run):
     test_client, _ = client
     response = test_client.get("/healthz")
@@ -133,6 +139,7 @@ def _until(condition, timeout: float = 30) -> None:
 GENERATE = "/api/generate?prompt=a+red+circle&n=1"
 
 
+@pytest.mark.integration
 def test_a_burst_beyond_the_queue_is_refused_at_once_and_healthz_stays_quick(client):
     """While the model is busy (its lock held), a burst of more requests than FastAPI's 40 worker
     threads: max_queue of them wait, the rest get 503 + Retry-After at once, /healthz answers."""
@@ -162,6 +169,7 @@ def test_a_burst_beyond_the_queue_is_refused_at_once_and_healthz_stays_quick(cli
         assert status == 200 and headers["content-type"] == "image/png"
 
 
+@pytest.mark.integration
 def test_a_request_whose_client_left_before_its_turn_is_not_computed(client):
     from lightning_modules.demo import serving
 
@@ -184,6 +192,7 @@ def test_a_request_whose_client_left_before_its_turn_is_not_computed(client):
     assert (queue["served"], queue["dropped"], queue["refused"]) == (1, 2, 0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", [0, -1, "abc", 2.5, True])
 def test_max_queue_must_be_a_positive_whole_number(client, value):
     from lightning_modules.demo import create_app
@@ -193,6 +202,7 @@ def test_max_queue_must_be_a_positive_whole_number(client, value):
         create_app(client[1], max_queue=value)
 
 
+@pytest.mark.integration
 def test_demo_py_refuses_a_bad_max_queue_in_one_line(tmp_path):
     result = run_script("demo.py", "max_queue=0", f"hydra.run.dir={tmp_path}/demo", cwd=tmp_path)
     assert result.returncode == 2
@@ -219,6 +229,7 @@ def test_only_a_non_loopback_host_is_warned_about():
                 assert warning is None, host
 
 
+@pytest.mark.integration
 def test_demo_py_on_all_addresses_warns_on_stderr(trained_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), f"ckpt_path={trained_run}/checkpoints/last.ckpt",
@@ -235,6 +246,7 @@ def test_demo_py_on_all_addresses_warns_on_stderr(trained_run, tmp_path):
     assert warning.rstrip().endswith("host=127.0.0.1 keeps it local")
 
 
+@pytest.mark.integration
 def test_the_page_and_its_assets_are_served_by_the_demo(client):
     test_client, _ = client
     page = test_client.get("/")
@@ -245,6 +257,7 @@ def test_the_page_and_its_assets_are_served_by_the_demo(client):
     assert test_client.get("/static/../demo.py").status_code == 404
 
 
+@pytest.mark.integration
 def test_demo_without_a_checkpoint_says_how_to_point_at_one(tmp_path):
     result = run_script("demo.py", f"hydra.run.dir={tmp_path}/demo", cwd=tmp_path)
     assert result.returncode == 2
@@ -277,6 +290,7 @@ def test_newest_checkpoint_is_the_last_written_last_ckpt(tmp_path):
     assert newest_checkpoint(tmp_path) == tmp_path / "b" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.integration
 def test_demo_py_without_ckpt_path_serves_the_newest_run_on_the_port_it_prints(trained_run, tmp_path):
     newest = _runs_with_two_checkpoints(trained_run, tmp_path / "runs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -298,6 +312,7 @@ def test_demo_py_without_ckpt_path_serves_the_newest_run_on_the_port_it_prints(t
     assert "gan-ga: warning" not in stderr  # 127.0.0.1: nothing to warn about
 
 
+@pytest.mark.integration
 def test_a_busy_or_bad_port_is_a_one_line_error(trained_run, tmp_path):
     from lightning_modules.demo import listening_socket
     from lightning_modules.errors import GenerationError
@@ -316,6 +331,7 @@ def test_a_busy_or_bad_port_is_a_one_line_error(trained_run, tmp_path):
                                      "use); pass another port=... (port=0: any free one)")
 
 
+@pytest.mark.integration
 def test_in_a_real_browser_a_typed_prompt_gives_loaded_images_and_bad_input_a_message(client):
     """Headless Chromium against the demo served by uvicorn on a free port: type, click, see."""
     reason = browser.missing()

@@ -47,6 +47,7 @@ def folders(tmp_path_factory):
     return real, fake, random_inception_file(root / "inception.pth")
 
 
+@pytest.mark.integration
 def test_folder_fid_kid_is_equal_torch_fidelitys_command_line(folders, tmp_path):
     """gan-ga's ``evaluate.py folders=[REAL,FAKE]`` and ``fidelity --input1 FAKE --input2 REAL`` (IS
     is of ``--input1`` there, of the second folder here) on the same images and weights file.
@@ -87,6 +88,7 @@ def test_folder_fid_kid_is_equal_torch_fidelitys_command_line(folders, tmp_path)
         assert mine[key] == pytest.approx(fidelity[their_key], rel=1e-4, abs=0), key
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, message", [
     (["folders=[{real}]"], "folders=['{real}']: give two image folders"),
     (["folders=[{real},{tmp}/missing]"], "folders[1]='{tmp}/missing': no such folder"),
@@ -121,6 +123,7 @@ def test_folder_errors_name_the_key(folders, tmp_path, args, message):
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.integration
 def test_a_folder_error_on_the_command_line_is_one_line_and_exit_2(folders, tmp_path):
     real, _, weights = folders
     result = run_script("evaluate.py", f"folders=[{real},{tmp_path / 'missing'}]", "metrics=[fid]",

@@ -44,6 +44,7 @@ def _generate(ckpt: Path, tmp_path: Path) -> subprocess.CompletedProcess:
                       f"out_dir={tmp_path / 'gen'}", f"hydra.run.dir={tmp_path / 'gen_run'}", cwd=tmp_path)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["encoder.config_overrides.payload", "model.sample_prompts"])
 def test_a_checkpoint_whose_config_names_code_is_refused(trained_run, tmp_path, where):
     marker = tmp_path / "written_by_the_file"
@@ -63,6 +64,7 @@ def test_a_checkpoint_whose_config_names_code_is_refused(trained_run, tmp_path, 
     assert "evil.ckpt" in result.stderr and where in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_an_export_that_asks_to_run_the_models_own_code_is_refused(trained_run, tmp_path):
     from lightning_modules.export import export
     from lightning_modules.files import sha256_file
@@ -90,6 +92,7 @@ def test_an_export_that_asks_to_run_the_models_own_code_is_refused(trained_run, 
     assert "config.yaml" in result.stderr and "encoder.config_overrides.trust_remote_code" in result.stderr
 
 
+@pytest.mark.integration
 def test_a_flipped_byte_in_an_export_or_a_checkpoint_is_refused(trained_run, tmp_path):
     from lightning_modules.export import export
 
@@ -124,6 +127,7 @@ def test_a_flipped_byte_in_an_export_or_a_checkpoint_is_refused(trained_run, tmp
     assert result.returncode == 2 and "does not match the digest" in result.stderr
 
 
+@pytest.mark.integration
 def test_a_checkpoint_of_an_earlier_version_with_its_retired_keys_loads(trained_run, tmp_path):
     """Files written before the measured-and-removed D variants went carry their keys at the kept
     behaviour: they load and generate alike; one trained with a removed variant is named."""
@@ -145,6 +149,7 @@ def test_a_checkpoint_of_an_earlier_version_with_its_retired_keys_loads(trained_
         load_module(own)
 
 
+@pytest.mark.integration
 def test_a_checkpoint_with_non_finite_weights_is_refused(trained_run, tmp_path):
     def poison(ckpt):
         ckpt["state_dict"]["generator.seed.weight"][0, 0] = float("nan")
@@ -154,6 +159,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(trained_run, tmp_path):
         check_checkpoint(bad)
 
 
+@pytest.mark.integration
 def test_a_run_whose_weights_turn_non_finite_writes_no_such_checkpoint(tmp_path):
     from lightning_modules.errors import DivergenceError
 
@@ -174,6 +180,7 @@ def test_a_run_whose_weights_turn_non_finite_writes_no_such_checkpoint(tmp_path)
     assert chosen.batches <= 3
 
 
+@pytest.mark.integration
 def test_a_resume_takes_this_runs_learning_rate(tmp_path):
     first = compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=100",
                                      "callbacks.model_checkpoint.every_n_batches=2"])
@@ -195,6 +202,7 @@ def test_a_resume_takes_this_runs_learning_rate(tmp_path):
     assert not stray.exists()
 
 
+@pytest.mark.integration
 def test_a_failed_write_names_its_cause_and_keeps_the_previous_checkpoint(tmp_path):
     """A file size limit makes the write fail part way, as a full disk does."""
     code = f"""
@@ -218,6 +226,7 @@ except CheckpointError as err:
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w"].shape == (10,)
 
 
+@pytest.mark.integration
 def test_ddp_sigterm_during_a_checkpoint_save_stops_both_ranks_cleanly(tmp_path):
     run = tmp_path / "ddp"
     args = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.devices=2",
@@ -269,6 +278,7 @@ def test_a_file_config_keeps_only_what_builds_a_model():
             checked_file_config({**config, **change}, "f")
 
 
+@pytest.mark.integration
 def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
     run_training(compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100"]))
     result = run_script("train.py", *FAST, "trainer.max_steps=8", "model.generator.base_channels=16",
@@ -278,6 +288,7 @@ def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
     assert "model.generator.base_channels: 8 -> 16" in result.stderr
 
 
+@pytest.mark.integration
 def test_an_export_or_checkpoint_whose_weights_do_not_fit_its_config_is_named(trained_run, tmp_path):
     from lightning_modules.errors import UserError
     from lightning_modules.export import export

@@ -14,6 +14,7 @@ from lightning_modules.generation import read_prompts
 from lightning_modules.loading import load_module
 
 
+@pytest.mark.integration
 def test_generate_writes_one_png_per_prompt_and_a_grid(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     prompts_file = tmp_path / "prompts.txt"
@@ -32,6 +33,7 @@ def test_generate_writes_one_png_per_prompt_and_a_grid(trained_run, tmp_path):
     assert grid.size[0] > 3 * 32 and grid.size[1] >= 4 * 64
 
 
+@pytest.mark.integration
 def test_same_seed_same_images(trained_run, tmp_path):
     from omegaconf import OmegaConf
 
@@ -47,6 +49,7 @@ def test_same_seed_same_images(trained_run, tmp_path):
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
 
 
+@pytest.mark.integration
 def test_checkpoint_rebuilds_the_trained_generator(trained_run):
     module = load_module(trained_run / "checkpoints" / "last.ckpt")
     assert int(module.batches_seen) == 4 and not module.generator_ema.training

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 from lightning_modules.training import run_training
 
 
+@pytest.mark.integration
 def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path, oracle_cache):
     cfg = compose_train(tmp_path, ["logger=wandb", "logger.wandb.offline=true", "trainer.max_steps=4",
                                    "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks.model_checkpoint=null",
@@ -36,6 +39,7 @@ def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path, oracle_cach
     assert b"table-file" in records  # logged as a W&B table (its images travel in the run's table artifact)
 
 
+@pytest.mark.integration
 def test_tensorboard_receives_scalars_and_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -31,6 +31,7 @@ def held_out():
     return so.render_batch(seed=0, start=0, n=2000, split=3)  # seeds the oracle never trained on
 
 
+@pytest.mark.integration
 def test_oracle_reads_held_out_renders(oracle, held_out):
     images, scenes = held_out
     scores = ca.caption_scores(oracle, images, scenes)
@@ -38,6 +39,7 @@ def test_oracle_reads_held_out_renders(oracle, held_out):
     assert scores["caption"] >= 0.95, scores
 
 
+@pytest.mark.integration
 def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
     images, scenes = held_out
     noise = torch.rand(500, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -48,6 +50,7 @@ def test_caption_accuracy_of_noise_is_near_chance(oracle, held_out):
     assert wrong["caption"] <= 0.05, wrong
 
 
+@pytest.mark.integration
 def test_a_missing_object_is_wrong_on_every_attribute(oracle):
     from datamodules.shapes import Scene, ShapeObject, render
 
@@ -74,6 +77,7 @@ def test_set(oracle):
     return data, images, ca.oracle_readout(oracle, images)
 
 
+@pytest.mark.integration
 def test_real_renders_score_the_ceiling_and_blank_images_zero_on_every_subset(oracle, test_set):
     data, images, real = test_set
     scores = ca.caption_accuracy(real, real, data.scenes, data.blocks)
@@ -88,6 +92,7 @@ def test_real_renders_score_the_ceiling_and_blank_images_zero_on_every_subset(or
     assert zero["diversity/spread_ratio"] == 0.0 and zero["diversity/open_tv"] > 0.8
 
 
+@pytest.mark.integration
 def test_diversity_of_real_renders_and_of_a_generator_that_ignores_its_noise(oracle, test_set):
     """Real renders of the open prompts vary as the data does (open_tv near 0, spread near 1); the
     same image repeated for every sample of a prompt (noise ignored) scores high open_tv and no spread."""
@@ -106,6 +111,7 @@ def test_diversity_of_real_renders_and_of_a_generator_that_ignores_its_noise(ora
     assert collapsed["diversity/spread_caption"] >= 0.95  # right, and still collapsed: accuracy is not diversity
 
 
+@pytest.mark.integration
 def test_oracle_frechet_distance(oracle, held_out):
     images, _ = held_out
     a, b = oracle.features(images[:1000]), oracle.features(images[1000:])
@@ -115,6 +121,7 @@ def test_oracle_frechet_distance(oracle, held_out):
     assert noisy > 10 * same > 0
 
 
+@pytest.mark.integration
 def test_oracle_cache_is_keyed_by_the_renderer(oracle_cache, monkeypatch):
     files = list((oracle_cache / "shapes_oracle").glob("*.safetensors"))
     assert [f.stem for f in files] == [so.renderer_digest()]
@@ -122,6 +129,7 @@ def test_oracle_cache_is_keyed_by_the_renderer(oracle_cache, monkeypatch):
     assert so.renderer_digest() != files[0].stem  # a changed renderer names another file: retrained
 
 
+@pytest.mark.integration
 def test_fid_kid_is_on_a_random_inception(tmp_path):
     inception = im.load_inception(random_inception_file(tmp_path / "inception.pth"))
     gen = torch.Generator().manual_seed(0)
@@ -144,6 +152,7 @@ def test_missing_inception_weights_say_where_to_get_them(tmp_path):
         im.load_inception(tmp_path / "nope.pth")
 
 
+@pytest.mark.integration
 def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     out = tmp_path / "eval"
     clip = _tiny_clip(tmp_path / "clip")
@@ -172,6 +181,7 @@ def test_evaluate_py_writes_metrics_json(trained_run, oracle_cache, tmp_path):
     assert bad.returncode == 2 and "inception_weights is not set" in bad.stderr
 
 
+@pytest.mark.integration
 def test_training_logs_caption_accuracy_and_keeps_the_best_checkpoint(tmp_path, oracle_cache):
     import csv
 
@@ -229,6 +239,7 @@ def test_clip_score_with_a_local_clip(tmp_path):
         clip_metrics.load_clip(tmp_path / "no_clip_here")
 
 
+@pytest.mark.integration
 def test_evaluate_py_on_two_processes_matches_one(trained_run, oracle_cache, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     reports = []
@@ -276,6 +287,7 @@ class PerfectGenerator(L.LightningModule):
         return torch.stack([self.renders.get(c, blank) for c in captions])
 
 
+@pytest.mark.integration
 def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_path, oracle_cache):
     """With caption accuracy and FID both on, each metric scores images of its own captions; the
     captions are the val split's (best.ckpt is chosen on val, evaluate.py reports on test)."""

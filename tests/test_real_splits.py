@@ -194,6 +194,7 @@ def test_bad_split_data_is_named_with_its_fix(tmp_path):
         FolderDataModule(root=str(root), manifest="meta.jsonl", group_by="")
 
 
+@pytest.mark.integration
 def test_training_runs_on_split_folders_grouped_by_stem_prefix(tmp_path):
     """The config composes with the new keys and trains in process (fast_dev_run)."""
     from conftest import compose_train

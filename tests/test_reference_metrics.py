@@ -92,6 +92,7 @@ def test_label_columns_are_read_from_the_manifest_and_a_missing_value_is_named(t
         _module(root, tmp_path / "again")
 
 
+@pytest.mark.integration
 def test_reference_network_learns_what_the_labels_show_and_is_cached(tmp_path):
     root = _labelled_set(tmp_path / "data", {"train": 60, "test": 10})
     dm = _module(root, tmp_path)
@@ -128,6 +129,7 @@ def test_metrics_without_label_columns_name_the_key(tmp_path):
         Readers(resolve(["reference"]), cache_dir=tmp_path / "c", datamodule=dm)
 
 
+@pytest.mark.integration
 def test_evaluate_defaults_on_labelled_real_data_report_fd_precision_recall_labels_and_memorisation(tmp_path):
     from conftest import CONF, compose_train
     from hydra import compose, initialize_config_dir
@@ -165,6 +167,7 @@ def test_evaluate_defaults_on_labelled_real_data_report_fd_precision_recall_labe
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"] == values
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (EMOJI64 / "meta.jsonl").is_file(), reason=f"emoji64 is not at {EMOJI64} (GAN_GA_EMOJI64)")
 def test_the_reference_network_reads_emoji64_on_a_small_subset(tmp_path):
     dm = FolderDataModule(root=str(EMOJI64), manifest="meta.jsonl", group_by="emoji",

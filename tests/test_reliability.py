@@ -54,6 +54,7 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
 RESUME_MODELS = {"gan_ga": ([], []), "vaegan": (["model.kl_warmup_batches=6"], ["model.reuse_fake=false"])}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model", list(RESUME_MODELS))
 @pytest.mark.parametrize("data", ["shapes", "folder"])
 def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, data, model):
@@ -104,6 +105,7 @@ def _signalled_run(run: Path, signum: signal.Signals) -> None:
     assert f"{signum.name} received: saved" in out + err
 
 
+@pytest.mark.integration
 def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = subprocess.run(_train_cli(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
@@ -120,6 +122,7 @@ def test_sigterm_saves_and_resume_auto_reaches_the_uninterrupted_weights(tmp_pat
     _assert_bitwise_equal(_state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt"))
 
 
+@pytest.mark.integration
 def test_sigusr1_saves_and_stops_cleanly(tmp_path):
     run = tmp_path / "run"
     _signalled_run(run, signal.SIGUSR1)
@@ -136,6 +139,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.integration
 def test_a_corrupt_last_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100",
                                    "callbacks.model_checkpoint.every_n_batches=2"])
@@ -153,6 +157,7 @@ def test_a_corrupt_last_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     assert result.returncode == 2 and "damaged" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
                                    "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[2]", *HINGE])
@@ -165,6 +170,7 @@ def test_an_injected_nan_batch_is_skipped_and_training_goes_on(tmp_path):
     assert "train/skipped_d" in header
 
 
+@pytest.mark.integration
 def test_persistent_nans_stop_the_run_naming_the_last_good_checkpoint(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=40", "trainer.val_check_interval=100",
                                    "callbacks.model_checkpoint.every_n_batches=2", "model.max_bad_batches=3",
@@ -195,6 +201,7 @@ def test_gpu_asked_for_on_a_machine_without_one(tmp_path):
         validate(compose_train(tmp_path, ["trainer.accelerator=gpu"]))
 
 
+@pytest.mark.integration
 def test_export_writes_safetensors_and_generate_reads_it_without_unpickling(trained_run, tmp_path, monkeypatch):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     out, _ = export_and_generate_alike(ckpt, tmp_path)
@@ -223,6 +230,7 @@ def fresh_wandb():
     wandb.teardown()
 
 
+@pytest.mark.integration
 def test_training_goes_on_with_local_logs_when_wandb_cannot_start(tmp_path, monkeypatch, fresh_wandb):
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -237,6 +245,7 @@ def test_training_goes_on_with_local_logs_when_wandb_cannot_start(tmp_path, monk
     assert "train/d_loss" in header
 
 
+@pytest.mark.integration
 def test_generate_warns_when_a_prompt_is_truncated(trained_run, tmp_path, capsys):
     from omegaconf import OmegaConf
 

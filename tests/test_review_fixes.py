@@ -12,6 +12,7 @@ from conftest import MODELS, presets
 from omegaconf import OmegaConf
 
 
+@pytest.mark.integration
 def test_g_export_given_an_export_folder_is_a_clear_error(trained_run, tmp_path):
     from lightning_modules.errors import ExportError
     from lightning_modules.export import export
@@ -34,6 +35,7 @@ def test_h_auto_devices_on_a_cpu_only_host_is_one_process(devices, monkeypatch):
     assert resolve_strategy(cfg) == "ddp_gan"
 
 
+@pytest.mark.integration
 def test_d_periodic_checkpoints_go_on_after_a_skipped_update(tmp_path):
     from conftest import compose_train
 
@@ -58,6 +60,7 @@ def test_d_every_n_train_steps_is_refused_with_the_key_to_use():
         Checkpoint(every_n_train_steps=1000)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("preset", [f"experiment={p}" for p in presets("experiment")] +
                          [f"debug={p}" for p in presets("debug")])
@@ -123,6 +126,7 @@ def two_ranks(tmp_path_factory):
                        for rank, (status, value) in outcomes.items()} for scenario in ("a", "i", "i_oracle")}
 
 
+@pytest.mark.integration
 def test_a_every_rank_takes_rank_zeros_best_checkpoint_decision(two_ranks):
     """Rank 0's FID beats the best by the last bit, rank 1's equals it: both ranks save best.ckpt
     (a save holds a barrier: a rank that does not save leaves the others waiting) with rank 0's value."""
@@ -133,6 +137,7 @@ def test_a_every_rank_takes_rank_zeros_best_checkpoint_decision(two_ranks):
     assert outcomes[0][1] == outcomes[1][1] == {"saved": [rank0], "best": rank0}
 
 
+@pytest.mark.integration
 def test_i_a_failure_on_process_zero_stops_every_process(two_ranks):
     outcomes = two_ranks["i"]
     assert sorted(outcomes) == [0, 1], f"a process never finished (hung at a barrier): {outcomes}"
@@ -195,6 +200,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
             if p.is_file()}
 
 
+@pytest.mark.integration
 def test_f_evaluate_changes_nothing_in_the_training_run(tmp_path):
     import caption_layouts as layouts
     from conftest import CONF, compose_train
@@ -324,6 +330,7 @@ def test_l_the_public_inception_gives_the_features_torchmetrics_gave(tmp_path):
     assert torch.equal(pool, old_pool.double()) and torch.equal(logits, old_logits.double())
 
 
+@pytest.mark.integration
 def test_l_checkpoint_save_now_relies_on_model_checkpoint_internals_that_still_exist(tmp_path):
     import inspect
     import re
@@ -357,6 +364,7 @@ def test_l_checkpoint_save_now_relies_on_model_checkpoint_internals_that_still_e
     assert callback.save_now(trainer) == str(last) and last.stat().st_mtime_ns == written  # already on disk
 
 
+@pytest.mark.integration
 def test_c_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
     """The generator is given detached text, so any change of the (trainable) encoder in a training
     batch could only come through D's judgement of the G step, which must not reach it."""

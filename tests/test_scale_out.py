@@ -16,6 +16,7 @@ EXTRAS = {"sweep": ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
           "stream": ("litdata", "webdataset")}
 
 
+@pytest.mark.integration
 def test_the_base_install_is_free_of_the_extras():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"]).lower()
@@ -31,6 +32,7 @@ def test_the_base_install_is_free_of_the_extras():
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
 
 
+@pytest.mark.integration
 def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache):
     pytest.importorskip("optuna")
     sweep = tmp_path / "sweep"
@@ -51,6 +53,7 @@ def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache
         assert "`Trainer.fit` stopped" in (sweep / trial / "train.log").read_text()
 
 
+@pytest.mark.integration
 def test_a_sweep_whose_metric_is_not_logged_stops_with_the_key(tmp_path, oracle_cache):
     pytest.importorskip("optuna")
     result = run_script("train.py", "-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=1", "encoder=tiny",
@@ -61,6 +64,7 @@ def test_a_sweep_whose_metric_is_not_logged_stops_with_the_key(tmp_path, oracle_
     assert "optimized_metric='val/nothing' was not logged" in result.stderr
 
 
+@pytest.mark.integration
 def test_submitit_local_launcher_runs_every_job(tmp_path, oracle_cache):
     pytest.importorskip("submitit")
     sweep = tmp_path / "sweep"
@@ -128,6 +132,7 @@ def _img2dataset_shard(path, start: int, n: int) -> None:
         add(f"{start + n + 1:09d}.txt", b"a caption without its image")
 
 
+@pytest.mark.integration
 def test_webdataset_tars_are_read_in_place_with_skips_counted(tmp_path):
     from conftest import compose_train
 
@@ -151,6 +156,7 @@ def test_webdataset_tars_are_read_in_place_with_skips_counted(tmp_path):
     run_training(compose_train(tmp_path / "fit", [*overrides, "trainer.fast_dev_run=true"]))
 
 
+@pytest.mark.integration
 def test_a_requeued_slurm_job_resumes_from_its_folder(tmp_path, monkeypatch):
     import torch
     from conftest import compose_train

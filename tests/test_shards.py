@@ -57,6 +57,7 @@ def _batches(loader) -> list[tuple[torch.Tensor, list[str]]]:
     return [(b["image"], list(b["caption"])) for b in loader]
 
 
+@pytest.mark.integration
 def test_shards_give_the_folder_sources_batches_and_skip_counts(written, tmp_path):
     out, folder, _ = written
     assert len(list((out / "images").glob("chunk-*.bin"))) > 1  # several shards
@@ -102,6 +103,7 @@ def _rank_share(fabric, input_dir: str, run_dir: str) -> list[str]:
     return [c for batch in datamodule.train_dataloader() for c in batch["caption"]]
 
 
+@pytest.mark.integration
 def test_two_ddp_ranks_read_disjoint_equal_shares(written, tmp_path):
     from process_group import run_on_processes
 
@@ -134,6 +136,7 @@ def test_a_missing_or_damaged_shard_is_named(written, tmp_path):
         _datamodule(tmp_path, ["data=shards", f"data.input_dir={out}"])
 
 
+@pytest.mark.integration
 def test_make_shards_cli_then_train_on_them(tmp_path):
     source = _folder_source(tmp_path / "data")
     out = tmp_path / "cli_shards"
@@ -156,6 +159,7 @@ def test_make_shards_cli_then_train_on_them(tmp_path):
     run_training(cfg)
 
 
+@pytest.mark.integration
 def test_an_image_that_does_not_decode_from_its_shard_gives_the_next_sample(tmp_path):
     """A damaged image in the chunks (here: corrupt when written) is replaced by the next record's
     image and caption, and counted; JPEGs are decoded at a reduced scale from the chunks too."""

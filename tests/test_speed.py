@@ -22,6 +22,7 @@ def _ckpt(run) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+@pytest.mark.integration
 def test_lazy_penalty_is_its_own_step_with_corrected_lr_and_betas(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=100", "trainer.limit_train_batches=6", "trainer.max_epochs=1",
                                    "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
@@ -39,6 +40,7 @@ def test_lazy_penalty_is_its_own_step_with_corrected_lr_and_betas(tmp_path):
     assert "train/d_gp" in header
 
 
+@pytest.mark.integration
 def test_fused_adam_skips_a_bad_step_on_the_device(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=10", "trainer.val_check_interval=100",
                                    "model.optimizer_g.fused=true", "model.optimizer_d.fused=true", *NAN_AT_2])
@@ -53,6 +55,7 @@ def test_fused_adam_skips_a_bad_step_on_the_device(tmp_path):
                for t in st.values() if torch.is_tensor(t))
 
 
+@pytest.mark.integration
 def test_a_skipped_step_under_16_mixed_lowers_the_loss_scale(tmp_path):
     """Lightning refuses ``precision=16-mixed`` on a CPU, so the test passes the same plugin with a
     CPU GradScaler: the code path of a GPU run (unscale, hook, scaler.step, scaler.update)."""
@@ -85,6 +88,7 @@ def _trainer_kwargs(cfg) -> dict:
     return t
 
 
+@pytest.mark.integration
 def test_ema_stays_float32_and_follows_the_generator_under_bf16(tmp_path):
     module = build_module(compose_train(tmp_path, []))
     module.to(torch.bfloat16)
@@ -102,6 +106,7 @@ def test_ema_stays_float32_and_follows_the_generator_under_bf16(tmp_path):
     assert closed and min(closed) == pytest.approx(1 - 0.999**2000, abs=1e-3)  # 86.5%, as in float32
 
 
+@pytest.mark.integration
 def test_a_bf16_true_run_trains_and_keeps_a_float32_ema(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100",
                                    "trainer.precision=bf16-true"])
@@ -112,6 +117,7 @@ def test_a_bf16_true_run_trains_and_keeps_a_float32_ema(tmp_path):
     assert torch.isfinite(state["generator_ema.seed.weight"]).all()
 
 
+@pytest.mark.integration
 def test_speed_switches_run_together(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=2", "model.channels_last=true",
                                    "model.reuse_fake=true", "model.gp_every=2", "model.optimizer_g.fused=false", "model.optimizer_g.foreach=true",
@@ -120,6 +126,7 @@ def test_speed_switches_run_together(tmp_path):
     assert (tmp_path / "samples" / "latest.png").is_file()
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_compile_switch_trains_with_compiled_networks(tmp_path):
     cfg = compose_train(tmp_path, ["trainer.max_steps=6", "trainer.val_check_interval=100", "model.compile=true",
@@ -147,6 +154,7 @@ class _no_fallback:
         assert not fallbacks, [str(w.message) for w in fallbacks]
 
 
+@pytest.mark.integration
 def test_compile_failure_warns_and_trains_eagerly(tmp_path, monkeypatch):
     """A C++ compiler that does not exist: inductor fails for real, the run goes on eagerly."""
     import torch._inductor.config as inductor_config

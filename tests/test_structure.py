@@ -89,6 +89,7 @@ def test_every_expected_error_is_a_user_error_with_its_exit_status():
     assert errors.DivergenceError.exit_code == 3 and errors.ConfigError.exit_code == 2
 
 
+@pytest.mark.integration
 def test_the_cli_turns_any_user_error_into_one_line_and_its_exit_status(capsys):
     from lightning_modules.cli import run_or_exit
     from lightning_modules.errors import DataError, DivergenceError
@@ -259,3 +260,28 @@ def test_every_relative_link_in_the_readme_and_docs_points_to_something_that_exi
                 elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
                     broken.append(f"{name} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_tests_that_train_spawn_or_serve_are_marked_integration():
+    """``pytest -m "not integration"`` is the fast tier: a test that trains, runs an entry point or a
+    process, serves, or uses a fixture that does, carries ``@pytest.mark.integration``."""
+    import ast
+    import re
+
+    heavy_call = re.compile(r"\b(run_training|run_script|subprocess|TestClient|uvicorn|Popen|train_oracle)\b")
+    heavy_fixtures = {"trained_run", "oracle_cache", "oracle", "client", "vaegan_run", "quick_oracle", "two_ranks"}
+    unmarked = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")) or node.name == (
+                    "test_tests_that_train_spawn_or_serve_are_marked_integration"):
+                continue
+            marks = {ast.unparse(d) for d in node.decorator_list}
+            if any("fixture" in m for m in marks):
+                continue
+            heavy = heavy_call.search(ast.get_source_segment(source, node) or "") or (
+                {a.arg for a in node.args.args} & heavy_fixtures)
+            if heavy and "pytest.mark.integration" not in marks:
+                unmarked.append(f"{path.name}::{node.name}")
+    assert not unmarked, unmarked

@@ -102,6 +102,7 @@ class EncoderCalls(L.Callback):
         self.in_batch = False
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cache_text", [True, False])
 def test_training_with_the_cache_does_not_run_the_encoder(tmp_path, cache_text):
     layouts.folder(tmp_path / "data")

@@ -13,6 +13,7 @@ from lightning_modules.training import run_training
 FUSIONS = ("concat", "affine", "cross_attention")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_fast_dev_run_every_model_and_fusion(tmp_path, model, fusion):
@@ -43,6 +44,7 @@ def test_dfgan_preset_is_dfgan_as_published(tmp_path):
     assert (m.optimizer_g.lr, m.optimizer_d.lr, list(m.optimizer_g.betas)) == (1e-4, 4e-4, [0.0, 0.9])
 
 
+@pytest.mark.integration
 def test_cli_fast_dev_run(tmp_path, oracle_cache):
     result = run_script("train.py", "model=gan_ga", "fusion=affine", "encoder=tiny", "trainer.fast_dev_run=true",
                         f"paths.cache_dir={oracle_cache}",
@@ -51,6 +53,7 @@ def test_cli_fast_dev_run(tmp_path, oracle_cache):
     assert "`Trainer.fit` stopped" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.integration
 def test_multirun_sweep_runs_every_job(tmp_path, oracle_cache):
     result = run_script("train.py", "-m", "fusion=concat,affine", "encoder=tiny", "trainer.fast_dev_run=true",
                         f"paths.cache_dir={oracle_cache}",
@@ -63,6 +66,7 @@ def test_multirun_sweep_runs_every_job(tmp_path, oracle_cache):
         assert "`Trainer.fit` stopped" in (job_dir / "train.log").read_text()
 
 
+@pytest.mark.integration
 def test_ddp_two_cpu_ranks_end_identical(tmp_path, oracle_cache):
     run_dir = tmp_path / "ddp"
     result = run_script("train.py", "encoder=tiny", "trainer.accelerator=cpu", "trainer.devices=2",
@@ -86,6 +90,7 @@ def _adam_steps(ckpt: dict) -> list[int]:
     return [int(next(iter(opt["state"].values()))["step"]) for opt in ckpt["optimizer_states"]]
 
 
+@pytest.mark.integration
 def test_resume_continues_steps_and_optimizer_state(tmp_path):
     first = compose_train(tmp_path / "a", ["trainer.max_steps=6", "trainer.val_check_interval=100",
                                            "callbacks.model_checkpoint.every_n_batches=2"])
@@ -107,6 +112,7 @@ def test_resume_continues_steps_and_optimizer_state(tmp_path):
     assert not torch.equal(ckpt["state_dict"][key], after["state_dict"][key])
 
 
+@pytest.mark.integration
 def test_training_writes_checkpoints_samples_and_metrics(trained_run):
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     grids = sorted((trained_run / "samples").glob("batch_*.png"))

@@ -20,6 +20,7 @@ from lightning_modules.vae_gan import VAEGAN, kl_warmup
 
 
 # -- training through the real config ------------------------------------------------------------
+@pytest.mark.integration
 def test_a_trainable_text_encoder_trains_beside_the_vae_phase(tmp_path):
     """Bug found while writing it: the VAE phase back-propagated through the captions' encoder graph,
     which the G phase then back-propagated again (an autograd error with LoRA / last-N encoders)."""
@@ -54,6 +55,7 @@ def vaegan_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.integration
 def test_the_vae_terms_are_logged_beside_d_and_g(vaegan_run):
     with open(vaegan_run / "csv" / "metrics.csv") as f:
         columns = set(csv.DictReader(f).fieldnames)
@@ -62,6 +64,7 @@ def test_the_vae_terms_are_logged_beside_d_and_g(vaegan_run):
         assert name in columns, name
 
 
+@pytest.mark.integration
 def test_the_kl_weight_warms_up_linearly_over_the_batches(vaegan_run):
     with open(vaegan_run / "csv" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/vae_kl_weight")]
@@ -70,6 +73,7 @@ def test_the_kl_weight_warms_up_linearly_over_the_batches(vaegan_run):
     assert weights == pytest.approx([full * b / WARMUP for b in range(WARMUP)] + [full] * (8 - WARMUP))
 
 
+@pytest.mark.integration
 def test_checkpoint_rebuilds_the_vaegan_with_its_image_encoder(vaegan_run):
     ckpt = torch.load(vaegan_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     module = load_module(vaegan_run / "checkpoints" / "last.ckpt")
@@ -79,6 +83,7 @@ def test_checkpoint_rebuilds_the_vaegan_with_its_image_encoder(vaegan_run):
     assert torch.count_nonzero(module.image_encoder.head[-1].weight) > 0  # E trained (it starts at zero)
 
 
+@pytest.mark.integration
 def test_export_saves_only_the_ema_generator_and_generate_reads_checkpoint_and_export_alike(vaegan_run, tmp_path):
     from safetensors.torch import load_file
 
@@ -103,6 +108,7 @@ def quick_oracle(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.integration
 def test_evaluate_py_scores_caption_accuracy_of_a_vaegan(vaegan_run, quick_oracle, tmp_path):
     out = tmp_path / "eval"
     result = run_script("evaluate.py", f"ckpt_path={vaegan_run / 'checkpoints' / 'last.ckpt'}",
