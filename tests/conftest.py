@@ -145,7 +145,7 @@ def trained_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def oracle_cache(tmp_path_factory) -> Path:
     """A cache folder holding the shapes oracle, trained once per test session."""
-    from datamodules.shapes_oracle import load_or_train
+    from lightning_modules.metrics.shapes_oracle import load_or_train
 
     cache = tmp_path_factory.mktemp("oracle_cache")
     load_or_train(cache)

@@ -119,7 +119,7 @@ def rank_zero_first_outcomes(fabric, folder: str) -> dict:
 def oracle_setup_outcome(fabric, folder: str) -> str:
     """``SampleMetrics.setup`` (caption accuracy on shapes) when training the shapes oracle fails on
     process 0: this rank's outcome (the error propagates)."""
-    from datamodules import shapes_oracle
+    from lightning_modules.metrics import shapes_oracle
     from datamodules.shapes import ShapesDataModule
     from lightning_modules.callbacks import SampleMetrics
 

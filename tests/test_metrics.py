@@ -13,7 +13,7 @@ import torch
 from conftest import random_inception_file, run_script
 from torch import nn
 
-from datamodules import shapes_oracle as so
+from lightning_modules.metrics import shapes_oracle as so
 from lightning_modules.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy as ca
 from lightning_modules.metrics import clip as clip_metrics

@@ -101,7 +101,7 @@ def test_export_saves_only_the_ema_generator_and_generate_reads_checkpoint_and_e
 def quick_oracle(tmp_path_factory) -> Path:
     """A cache holding a shapes oracle trained on a few images: evaluate.py's plumbing is under
     test here, not the oracle's accuracy (conftest's oracle_cache trains the real one)."""
-    from datamodules.shapes_oracle import load_or_train
+    from lightning_modules.metrics.shapes_oracle import load_or_train
 
     cache = tmp_path_factory.mktemp("quick_oracle")
     load_or_train(cache, images=256, epochs=1, log=lambda *_: None)

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from datamodules.shapes import SUBSETS
-from datamodules.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
+from lightning_modules.metrics.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 from lightning_modules.distributed import rank_zero_first
 from lightning_modules.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy, clip, inception, reference

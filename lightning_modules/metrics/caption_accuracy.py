@@ -1,7 +1,7 @@
 """Shapes caption accuracy and diversity: does a generated image show what its caption says, and
 do the images of one caption vary what the caption leaves open?
 
-The shapes oracle (``datamodules/shapes_oracle.py``) reads an image back into per-cell objects
+The shapes oracle (``lightning_modules/metrics/shapes_oracle.py``) reads an image back into per-cell objects
 (present, shape, colour, size on the 3x3 grid, and the pose: offset in the cell, radius, rotation);
 the scores compare that reading with the scene the caption describes. Only what a caption names is
 scored: an open attribute is free. Val and test captions come in three subsets (seen,
@@ -24,14 +24,14 @@ import torch
 
 from datamodules import shapes
 from datamodules.shapes import ATTRIBUTES, SUBSETS, Scene
-from datamodules.shapes_oracle import HEADS, ShapesOracle, decode_pose, read_scenes
+from lightning_modules.metrics.shapes_oracle import HEADS, ShapesOracle, decode_pose, read_scenes
 from lightning_modules.metrics.frechet import frechet_distance
 
 PROMPTS = 8  # prompts per diversity block
 PER_PROMPT = 64  # samples of each prompt
 MIN_RIGHT = 8  # a spread prompt counts when at least this many of its samples show the caption
 PROTOCOL = {
-    "reader": "shapes oracle (datamodules/shapes_oracle.py): 3x3 cells, 32x32 input (area resize)",
+    "reader": "shapes oracle (lightning_modules/metrics/shapes_oracle.py): 3x3 cells, 32x32 input (area resize)",
     "caption": "fraction of images with every named attribute of every described object right (a named position: "
                "the object at its cell) and as many detected objects as described objects",
     "shape/color/size": "fraction of named attributes right on the generated object paired with their object (the "
