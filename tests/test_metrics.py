@@ -304,3 +304,167 @@ def test_training_metrics_score_the_scenes_of_the_captions_they_generated(tmp_pa
     assert callback.captions[:24] == [data.datasets["val"].sample(i)[1] for i in range(24)]
     assert trainer.callback_metrics["metrics/caption_accuracy"] >= 0.9
     assert abs(float(trainer.callback_metrics["metrics/fid"])) < 1e-3  # the same val images: FID 0
+
+
+def test_the_real_feature_cache_is_keyed_by_every_setting_that_changes_the_images(tmp_path):
+    from lightning_modules.metrics.inception import real_features_key, real_features_path
+
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"weights")
+    coco = {"_target_": "datamodules.coco.CocoDataModule", "name": "coco", "root": "/data/coco", "year": 2017,
+            "image_size": 64, "batch_size": 32, "num_workers": 4, "pin_memory": True, "persistent_workers": True,
+            "cache_dir": "data/cache/coco", "cache_text": True, "report_dir": "/runs/a", "max_val_images": None,
+            "crop_to_bbox": True, "split_source": "auto", "split_fractions": {"val": 0.1, "test": 0.1},
+            "manifest": None, "random_crop": True, "crop_scale": 1.1875, "verify_images": True, "seed": 0}
+
+    def path(data=coco, split="test", count=100, subset_seed=0, weights=weights):
+        key = real_features_key(data, split=split, count=count, subset_seed=subset_seed, image_size=data["image_size"])
+        return real_features_path(key, tmp_path / "cache", weights)
+
+    reference = path()
+    changes_images = {"year": 2014, "crop_to_bbox": False, "split_source": "karpathy", "manifest": "other.jsonl",
+                      "split_fractions": {"val": 0.2, "test": 0.1}, "root": "/data/coco2", "image_size": 128,
+                      "crop_scale": 1.0, "verify_images": False, "seed": 1, "max_val_images": 1024}
+    for key, value in changes_images.items():
+        assert path({**coco, key: value}) != reference, key
+    assert len({path(split="val"), path(count=99), path(subset_seed=1), reference}) == 4
+    other_weights = tmp_path / "other.pth"
+    other_weights.write_bytes(b"other weights")
+    assert path(weights=other_weights) != reference
+    loader_only = {"num_workers": 0, "batch_size": 8, "pin_memory": False, "persistent_workers": False,
+                   "cache_dir": "/elsewhere", "cache_text": False, "report_dir": "/runs/b"}
+    for key, value in loader_only.items():
+        assert path({**coco, key: value}) == reference, key
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    from lightning_modules.files import sha256_file
+
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, sha256_file(p)) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.integration
+def test_evaluate_changes_nothing_in_the_training_run(tmp_path):
+    import caption_layouts as layouts
+    from conftest import CONF, compose_train
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from test_metrics import _tiny_clip
+
+    from lightning_modules.evaluation import evaluate
+    from lightning_modules.training import run_training
+
+    layouts.folder(tmp_path / "data")
+    run = tmp_path / "run"
+    run_training(compose_train(run, ["data=folder", f"data.root={tmp_path / 'data'}", "data.image_size=32",
+                                     f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=2",
+                                     "trainer.val_check_interval=1"]))
+    assert (run / "data_report.json").is_file()
+    before = _snapshot(run)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "split=train",
+                                             "metrics=[clip_score]",
+                                             f"clip_model={_tiny_clip(tmp_path / 'clip')}", "num_samples=4",
+                                             "batch_size=4", "device=cpu", f"cache_dir={tmp_path / 'cache'}",
+                                             f"out_dir={tmp_path / 'eval'}"])
+    report = evaluate(cfg)
+    assert report["protocol"]["samples"] == 4
+    assert _snapshot(run) == before
+    assert json.loads((tmp_path / "eval" / "data_report.json").read_text())["dataset"] == "folder"
+
+
+def _class_sorted_cub(root: Path, classes: int = 10, per_class: int = 4) -> list[str]:
+    """A CUB layout whose test split is ``classes`` classes of ``per_class`` images, in class order."""
+    from caption_layouts import write_image
+
+    names = [f"{c:03d}.Bird_{c}" for c in range(1, classes + 3)]
+    for c, cls in enumerate(names):
+        for j in range(per_class):
+            write_image(root / "CUB_200_2011" / "images" / cls / f"b{c}_{j}.jpg", "rgb", seed=c * 10 + j)
+            text = root / "text" / cls / f"b{c}_{j}.txt"
+            text.parent.mkdir(parents=True, exist_ok=True)
+            text.write_text(f"a bird of class {c} number {j}\n")
+    (root / "testclasses.txt").write_text("\n".join(names[:classes]) + "\n")
+    return names[:classes]
+
+
+def test_the_evaluation_set_is_a_seeded_random_subset_of_a_class_sorted_split(tmp_path):
+    from datamodules.cub import CubDataModule
+    from lightning_modules.evaluation import eval_set
+
+    _class_sorted_cub(tmp_path / "cub")
+    data = CubDataModule(root=str(tmp_path / "cub"), image_size=32, num_workers=0, verify_images=False,
+                         crop_to_bbox=False, max_val_images=None, cache_text=False)
+
+    def classes(chosen) -> set[str]:
+        return {caption.split()[4] for caption in chosen.captions}
+
+    chosen = eval_set(data, "test", 8, seed=0)
+    assert len(chosen) == 8 and len(classes(chosen)) >= 5  # the first 8 images are 2 classes
+    assert chosen.captions == eval_set(data, "test", 8, seed=0).captions
+    assert chosen.captions != eval_set(data, "test", 8, seed=1).captions
+    assert chosen.subset == {"rule": chosen.subset["rule"], "seed": 0, "split_images": 40}
+    assert len(eval_set(data, "test", 100, seed=0)) == 40  # the whole split when it has no more
+
+
+def test_inception_score_shuffles_before_splitting():
+    from lightning_modules.metrics.inception import inception_score
+
+    classes, per_class, splits = 10, 20, 10
+    logits = torch.full((classes * per_class, 1008), -10.0, dtype=torch.float64)
+    for c in range(classes):
+        logits[c * per_class : (c + 1) * per_class, c] = 10.0  # class-sorted, one confident class each
+    n = logits.shape[0]
+
+    def by_hand(x: torch.Tensor) -> float:
+        p = x.softmax(1)
+        scores = []
+        for i in range(splits):
+            chunk = p[i * n // splits : (i + 1) * n // splits]
+            kl = (chunk * (chunk.log() - chunk.mean(0, keepdim=True).log())).sum(1).mean()
+            scores.append(float(kl.exp()))
+        return float(np.mean(scores))
+
+    unshuffled = by_hand(logits)  # every split one class: IS 1
+    shuffled = by_hand(logits[np.random.RandomState(0).permutation(n)])
+    assert unshuffled == pytest.approx(1.0, abs=1e-3) and shuffled > 5
+    assert inception_score(logits, splits=splits, seed=0)[0] == pytest.approx(shuffled, rel=1e-12)
+
+
+def test_the_frechet_distance_matches_the_closed_form_and_torchmetrics():
+    from torchmetrics.image.fid import _compute_fid
+
+    from lightning_modules.metrics.frechet import frechet_distance, frechet_from_stats
+
+    gen = torch.Generator().manual_seed(0)
+    mu_a = torch.randn(16, generator=gen, dtype=torch.float64)
+    mu_b = torch.randn(16, generator=gen, dtype=torch.float64)
+    var_a = torch.rand(16, generator=gen, dtype=torch.float64) + 0.1
+    var_b = torch.rand(16, generator=gen, dtype=torch.float64) + 0.1
+    closed = float((mu_a - mu_b).square().sum() + (var_a.sqrt() - var_b.sqrt()).square().sum())
+    assert frechet_from_stats(mu_a, torch.diag(var_a), mu_b, torch.diag(var_b)) == pytest.approx(closed, rel=1e-12)
+    for n, dim in ((500, 64), (40, 128)):  # well determined, and fewer samples than dimensions
+        real = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+        fake = torch.randn(n, dim, generator=gen, dtype=torch.float64) * 1.3 + 0.2
+        previous = float(_compute_fid(real.mean(0), torch.cov(real.T), fake.mean(0), torch.cov(fake.T)))
+        assert frechet_distance(real, fake) == pytest.approx(previous, rel=1e-6)
+    assert abs(frechet_distance(real, real)) < 1e-6 * float(real.var(0).sum())
+
+
+def test_the_public_inception_gives_the_features_torchmetrics_gave(tmp_path):
+    from conftest import random_inception_file as _random_inception_file
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    from lightning_modules.metrics.inception import INCEPTION_FEATURES, inception_features, load_inception
+    from lightning_modules.sampling import uint8_pixels
+
+    weights = _random_inception_file(tmp_path / "inception.pth")
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pool, logits = inception_features(load_inception(weights), images)
+    before = NoTrainInceptionV3(name="inception-v3-compat", features_list=list(INCEPTION_FEATURES),
+                                feature_extractor_weights_path=str(weights), antialias=False).eval()
+    with torch.no_grad():
+        old_pool, old_logits = before._torch_fidelity_forward(uint8_pixels(images))
+    assert torch.equal(pool, old_pool.double()) and torch.equal(logits, old_logits.double())

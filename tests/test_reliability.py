@@ -257,3 +257,62 @@ def test_generate_warns_when_a_prompt_is_truncated(trained_run, tmp_path, capsys
                                    out_dir=str(tmp_path / "g"), device="cpu", batch_size=8)))
     out = capsys.readouterr().out
     assert "longer than encoder.max_length=32 tokens is truncated" in out and out.count("truncated") == 1
+
+
+@pytest.mark.integration
+def test_periodic_checkpoints_go_on_after_a_skipped_update(tmp_path):
+    from conftest import compose_train
+
+    from lightning_modules.training import run_training
+
+    cfg = compose_train(tmp_path, ["trainer.max_steps=12", "trainer.val_check_interval=100",
+                                   "callbacks.model_checkpoint.every_n_batches=2",
+                                   "+callbacks.inject._target_=conftest.InjectNaN", "+callbacks.inject.batches=[1]"])
+    run_training(cfg)
+    periodic = [p for p in (tmp_path / "checkpoints").glob("epoch*.ckpt")]
+    batches = sorted(int(torch.load(p, weights_only=True, map_location="cpu")["gan_ga"]["batches_seen"]) for p in periodic)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert int(last["state_dict"]["skipped_d"]) == 1  # the NaN batch's update was skipped
+    assert batches == [2, 4, 6]
+
+
+def test_every_n_train_steps_is_refused_with_the_key_to_use():
+    from lightning_modules.callbacks import Checkpoint
+    from lightning_modules.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="every_n_batches"):
+        Checkpoint(every_n_train_steps=1000)
+
+
+@pytest.mark.integration
+def test_checkpoint_save_relies_on_model_checkpoint_internals_that_still_exist(tmp_path):
+    import inspect
+    import re
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_modules.callbacks import Checkpoint
+
+    expected = {"_save_last_checkpoint": ["self", "trainer", "monitor_candidates"],
+                "_monitor_candidates": ["self", "trainer"],
+                "_save_topk_checkpoint": ["self", "trainer", "monitor_candidates"],
+                "_should_skip_saving_checkpoint": ["self", "trainer"]}
+    used = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(Checkpoint)))
+    plain = ModelCheckpoint()
+    for name in sorted(used):
+        assert hasattr(ModelCheckpoint, name) or hasattr(plain, name), f"ModelCheckpoint.{name} is gone"
+        if name in expected:
+            assert list(inspect.signature(getattr(ModelCheckpoint, name)).parameters) == expected[name], name
+    assert {"_save_last_checkpoint", "_monitor_candidates", "_last_global_step_saved"} <= used
+
+    callback = Checkpoint(dirpath=str(tmp_path / "checkpoints"), save_last=True)
+    trainer = L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)
+    trainer.fit(BoringModel())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert callback.last_model_path == str(last)
+    assert torch.load(last, weights_only=False)["global_step"] == 3 == trainer.global_step
+    written = last.stat().st_mtime_ns
+    assert callback.save_now(trainer) == str(last) and last.stat().st_mtime_ns == written  # already on disk

@@ -1,4 +1,5 @@
-"""Beyond one process: Optuna sweeps, submitit launchers (issue 12). The extras ([sweep], [slurm],
+"""Beyond one process: what the ranks of a DDP run agree on (a real two-process gloo group), device
+choice, Optuna sweeps, submitit launchers. The extras ([sweep], [slurm],
 [stream]) are installed by `.ci/run`; the base install stays free of them."""
 
 from __future__ import annotations
@@ -6,10 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tomllib
+import torch
 import yaml
 from conftest import ROOT, run_script
+from omegaconf import OmegaConf
 
 EXTRAS = {"sweep": ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
           "slurm": ("submitit", "hydra_plugins.hydra_submitit_launcher"),
@@ -168,3 +172,57 @@ def test_a_requeued_slurm_job_resumes_from_its_folder(tmp_path, monkeypatch):
     run_training(compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=100"]))
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["gan_ga"]["batches_seen"] == 4  # 2 batches, then 2 more after the "requeue"
+
+
+@pytest.mark.parametrize("devices", ["auto", -1, None])
+def test_auto_devices_on_a_cpu_only_host_is_one_process(devices, monkeypatch):
+    from lightning_modules.training import resolve_strategy
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for accelerator in ("auto", "cpu"):
+        cfg = OmegaConf.create({"accelerator": accelerator, "devices": devices, "strategy": "auto", "num_nodes": 1})
+        assert resolve_strategy(cfg) == "auto"
+    cfg = OmegaConf.create({"accelerator": "cpu", "devices": 2, "strategy": "auto", "num_nodes": 1})
+    assert resolve_strategy(cfg) == "ddp_gan"
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Both scenarios of bugs a and i, run once in one two-process group."""
+    import process_group
+
+    outcomes = process_group.run_on_processes(process_group.review_scenarios, str(tmp_path_factory.mktemp("ranks")))
+    return {scenario: {rank: value[scenario] if status == "ok" else (status, value)
+                       for rank, (status, value) in outcomes.items()} for scenario in ("a", "i", "i_oracle")}
+
+
+@pytest.mark.integration
+def test_every_rank_takes_rank_zeros_best_checkpoint_decision(two_ranks):
+    """Rank 0's FID beats the best by the last bit, rank 1's equals it: both ranks save best.ckpt
+    (a save holds a barrier: a rank that does not save leaves the others waiting) with rank 0's value."""
+    outcomes = two_ranks["a"]
+    assert sorted(outcomes) == [0, 1], f"a rank never finished (hung): {outcomes}"
+    assert all(status == "ok" for status, _ in outcomes.values()), outcomes
+    rank0 = float(np.nextafter(0.25, 0.0))
+    assert outcomes[0][1] == outcomes[1][1] == {"saved": [rank0], "best": rank0}
+
+
+@pytest.mark.integration
+def test_a_failure_on_process_zero_stops_every_process(two_ranks):
+    outcomes = two_ranks["i"]
+    assert sorted(outcomes) == [0, 1], f"a process never finished (hung at a barrier): {outcomes}"
+    assert all(status == "ok" for status, _ in outcomes.values()), outcomes
+    failing = {rank: outcome[1]["failing"] for rank, outcome in outcomes.items()}
+    assert failing[0] == ("error", {"type": "OSError", "bases": ["OSError", "Exception", "BaseException", "object"],
+                                    "message": "No space left on device: data/cache/text_features"})
+    status, error = failing[1]
+    assert status == "error" and error["type"] == "DistributedError" and "UserError" in error["bases"]
+    assert "building the text cache failed on process 0" in error["message"]
+    assert "No space left on device" in error["message"]
+    # success: the others build after process 0 (here: read the file it wrote)
+    assert [outcomes[r][1]["writing"] for r in (0, 1)] == [("ok", "from process 0")] * 2
+    # the training metrics' shapes oracle: a failure while rank 0 trains it reaches rank 1 too
+    oracle = two_ranks["i_oracle"]
+    assert sorted(oracle) == [0, 1], f"a process never finished (hung at a barrier): {oracle}"
+    assert oracle[0][1]["type"] == "OSError" and oracle[1][1]["type"] == "DistributedError", oracle
+    assert "training the shapes oracle failed on process 0: OSError: No space left" in oracle[1][1]["message"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import presets
+
 import json
 
 import pytest
@@ -122,3 +124,25 @@ def test_training_writes_checkpoints_samples_and_metrics(trained_run):
                    "train/g_grad_norm", "train/lr_g", "perf/images_per_sec", "val/match_margin"):
         assert column in header.split(","), column
     assert rows
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("preset", [f"experiment={p}" for p in presets("experiment")] +
+                         [f"debug={p}" for p in presets("debug")])
+def test_every_experiment_and_debug_preset_runs_with_every_model(tmp_path, preset, model):
+    """Composed, instantiated and one batch trained (on the CPU, float32, whatever the preset's trainer)."""
+    from conftest import compose_train
+
+    from lightning_modules.training import run_training
+
+    data = []
+    if preset.startswith("experiment=emoji64"):  # a small set in emoji64's format stands in for the real one
+        from test_real_splits import _meta
+
+        _meta(tmp_path / "emoji64", {"train": 8, "test": 2})
+        data = ["data=folder", f"data.root={tmp_path / 'emoji64'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    cfg = compose_train(tmp_path, [*data, preset, f"model={model}", "trainer.fast_dev_run=true",
+                                   "trainer.accelerator=cpu", "trainer.precision=32-true", "data.batch_size=4",
+                                   "data.num_workers=0"])
+    run_training(cfg)

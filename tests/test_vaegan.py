@@ -1,6 +1,6 @@
 """model=vaegan: the preset, the entry points read its checkpoints, and the VAE terms (KL warm-up,
 reconstruction) do what they say. It trains with every fusion and every experiment / debug preset
-(tests/test_train.py, tests/test_review_fixes.py: every model preset) and resumes exactly
+(tests/test_train.py: every model preset) and resumes exactly
 (tests/test_reliability.py)."""
 
 from __future__ import annotations
