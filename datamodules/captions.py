@@ -490,6 +490,7 @@ class CaptionDataModule(L.LightningDataModule):
         augment_policy: Sequence[str] = (),
         sample_prompts: Sequence[str] = (),
         seed: int = 0,
+        split_seed: int = 0,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "data")
@@ -510,7 +511,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.max_val_images = max_val_images
         self.augment_policy = list(augment_policy)
         self.sample_prompts = list(sample_prompts)
-        self.seed = seed
+        self.seed = seed  # the run's: the training order, crops and flips
+        self.split_seed = split_seed  # the data set's: a seeded split is the same whatever the run's seed
         self.datasets: dict[str, CaptionedImageDataset] = {}
         self.skips = SkipCounts()
         self.layout = ""
@@ -530,6 +532,7 @@ class CaptionDataModule(L.LightningDataModule):
         p.number("max_image_pixels", 1, integer=True)
         p.number("max_skipped_fraction", 0, 1)
         p.number("cache_batch_size", 1, integer=True)
+        p.number("split_seed", 0, 2**32 - 1, integer=True)
         p.choice("cache_dtype", DTYPES)
         policy = values.get("augment_policy")
         if policy is not None:

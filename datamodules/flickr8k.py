@@ -155,4 +155,4 @@ class Flickr8kDataModule(CaptionDataModule):
                 splits[split] = [by_name[n] for n in names if n in by_name]
             return splits
         self.layout += ", seeded split"
-        return seeded_split(records, self.split_fractions, self.seed)
+        return seeded_split(records, self.split_fractions, self.split_seed)

@@ -248,11 +248,11 @@ class FolderDataModule(CaptionDataModule):
         seeded = "seeded by " + (f"group {self.group_by!r}" if self.group_by else "image")
         if not given:
             self.split_origin = seeded
-            return seeded_split(records, self.split_fractions, self.seed)
+            return seeded_split(records, self.split_fractions, self.split_seed)
         splits = {s: [r for r in records if given[r.path][0] == s] for s in SPLIT_NAMES}
         drawn = {s: self.split_fractions.get(s, 0.0) for s in ("val", "test") if not splits[s]}
         if any(drawn.values()):  # splits the data does not give: from train, seeded
-            part = seeded_split(splits["train"], drawn, self.seed)
+            part = seeded_split(splits["train"], drawn, self.split_seed)
             splits.update({s: part[s] for s in ("train", *drawn)})
             self.split_origin += "; " + ", ".join(s for s, f in drawn.items() if f) + f" {seeded} from train"
         self._warn_shared_groups(splits)

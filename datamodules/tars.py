@@ -117,7 +117,7 @@ class WebDatasetDataModule(CaptionDataModule):
             raise DataError(f"data.root={self.root}: no .tar shards found. {self.where()}")
         self.layout = f"{len(tars)} tar shards"
         records = [r for tar in tars for r in index_tar(tar, self.root, skips, self.max_caption_chars)]
-        return seeded_split(records, self.split_fractions, self.seed)
+        return seeded_split(records, self.split_fractions, self.split_seed)
 
     def make_dataset(self, split: str, records: list[ImageCaptions], **kwargs) -> CaptionedImageDataset:
         return TarImages(records, **kwargs)

@@ -110,7 +110,7 @@ def test_group_by_keeps_groups_whole_and_is_seeded(tmp_path):
     _split_folders(root / "all", {"train": 30})
     splits = {}
     for seed in (0, 0, 1):
-        dm, report = _read(root, tmp_path, group_by="stem_prefix", seed=seed,
+        dm, report = _read(root, tmp_path, group_by="stem_prefix", split_seed=seed,
                            split_fractions={"val": 0.2, "test": 0.1})
         _no_group_in_two_splits(dm)
         members = [r.group for s in SPLITS for r in dm.datasets[s].records]
@@ -249,3 +249,14 @@ def test_without_the_data_the_emoji64_preset_names_its_folder_and_how_to_build_i
     assert cfg.data.root == "data/emoji64"  # the product's own folder, never ../shared
     with pytest.raises(Exception, match=r"(?s)data.root: data/emoji64 does not exist.*python tools/build_emoji64.py"):
         instantiate(cfg.data)  # (Hydra wraps the DataError; train.py prints its message alone)
+
+
+def test_a_seeded_split_is_the_data_sets_not_the_runs(tmp_path):
+    """Two runs of other seeds draw the same validation emoji (data.split_seed), so they train on
+    the same images and are scored by the same reference network; data.split_seed draws another."""
+    _meta(tmp_path / "data", {"train": 12, "test": 2})
+    kwargs = dict(manifest="meta.jsonl", group_by="emoji", split_fractions={"val": 0.25, "test": 0.0})
+    runs = [_read(tmp_path / "data", tmp_path / f"r{seed}", seed=seed, **kwargs)[0] for seed in (0, 1)]
+    assert _groups(runs[0], "val") == _groups(runs[1], "val")
+    other = _read(tmp_path / "data", tmp_path / "other", seed=0, split_seed=5, **kwargs)[0]
+    assert _groups(other, "val") != _groups(runs[0], "val")
