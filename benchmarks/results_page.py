@@ -171,21 +171,27 @@ def emoji_default_section(report: dict) -> list[str]:
 def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
     first = next(iter(arms.values()))[0]
     lines = [f"## emoji64, equal budget: {minutes} minutes of wall-clock time per run", "",
-             f"Each run trains `experiment=emoji64` for {minutes} minutes (`trainer.max_time`), then its `last.ckpt` "
-             "is scored on the 653 test drawings (`--final-eval 653`). Two runs at a time, side by side, one thread "
-             f"each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
+             f"`benchmarks/emoji64_compare.sh {minutes} DATA_ROOT`: each run trains `experiment=emoji64` for {minutes} "
+             "minutes (`trainer.max_time`, `data.num_workers=1`), then its `last.ckpt` is scored on the 653 test "
+             "drawings (`--final-eval 653`). Two runs at a time, side by side, one thread each "
+             f"(`OMP_NUM_THREADS=1`), {machine(first)}.", "",
              "| arm | overrides | seed | batches | " + " | ".join(t for _, t in REAL_COLUMNS) + " |",
              "|---|---|---|---|" + "---|" * len(REAL_COLUMNS)]
     for arm, reports in sorted(arms.items(), key=lambda kv: (kv[0] != "gan_ga", kv[0])):
         for r in sorted(reports, key=lambda r: r["_seed"]):
-            lines.append(f"| {arm} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
-                         + " | ".join(real_cells(scores(r))) + " |")
+            own = [o for o in r.get("overrides", []) if not o.startswith(
+                ("experiment=", "data.root=", "trainer.max_time=", "data.num_workers=", "seed=", "paths."))]
+            lines.append(f"| {arm} | {' '.join(f'`{o}`' for o in own) or '(the preset)'} | {r['_seed']} | "
+                         f"{r['batches_trained']} | " + " | ".join(real_cells(scores(r))) + " |")
         if len(reports) > 1:
             means = []
             for key, _ in REAL_COLUMNS:
                 xs = [scores(r)[key] for r in reports if key in scores(r)]
                 means.append(f"**{sum(xs) / len(xs):.3f}** ± {(max(xs) - min(xs)) / 2:.3f}" if xs else "-")
             lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(means) + " |")
+    notes = sorted({r["note"] for rs in arms.values() for r in rs if r.get("note")})
+    marked = ", ".join(f"{arm} seed {r['_seed']}" for arm, rs in sorted(arms.items()) for r in rs if r.get("note"))
+    lines += [f"", f"Note ({marked}): {notes[0]}."] if notes else []
     return lines + [""]
 
 
