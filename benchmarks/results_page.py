@@ -195,6 +195,18 @@ def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]
     return lines + [""]
 
 
+def budget_runs(prefix: str) -> dict[str, dict[str, list[dict]]]:
+    """``<prefix><minutes>_<arm>_seed<S>.json`` -> {minutes: {arm: [reports]}}, minutes ascending."""
+    budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(RESULTS.glob(f"{prefix}*_*_seed*.json")):
+        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)_(.+)_seed(\d+)\.json", path.name)
+        if match:
+            report = json.loads(path.read_text())
+            report["_seed"] = int(match.group(3))
+            budgets[match.group(1)][match.group(2)].append(report)
+    return dict(sorted(budgets.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
@@ -206,26 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     default = RESULTS / "gen_default.json"
     if default.is_file():
         lines += default_section(json.loads(default.read_text()))
-    budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(RESULTS.glob("gen*_*_seed*.json")):
-        match = re.fullmatch(r"gen(\d+)_(.+)_seed(\d+)\.json", path.name)
-        if match:
-            report = json.loads(path.read_text())
-            report["_seed"] = int(match.group(3))
-            budgets[match.group(1)][match.group(2)].append(report)
-    for minutes, arms in sorted(budgets.items()):
+    for minutes, arms in budget_runs("gen").items():
         lines += budget_section(minutes, arms)
     emoji = RESULTS / "emoji64_default.json"
     if emoji.is_file():
         lines += emoji_default_section(json.loads(emoji.read_text()))
-    emoji_budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(RESULTS.glob("emoji64_*_*_seed*.json")):
-        match = re.fullmatch(r"emoji64_(\d+)_(.+)_seed(\d+)\.json", path.name)
-        if match:
-            report = json.loads(path.read_text())
-            report["_seed"] = int(match.group(3))
-            emoji_budgets[match.group(1)][match.group(2)].append(report)
-    for minutes, arms in sorted(emoji_budgets.items()):
+    for minutes, arms in budget_runs("emoji64_").items():
         lines += emoji_budget_section(minutes, arms)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
