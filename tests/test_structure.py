@@ -285,3 +285,16 @@ def test_tests_that_train_spawn_or_serve_are_marked_integration():
             if heavy and "pytest.mark.integration" not in marks:
                 unmarked.append(f"{path.name}::{node.name}")
     assert not unmarked, unmarked
+
+
+def test_docs_results_md_is_what_its_command_generates(tmp_path):
+    """docs/results.md is generated from benchmarks/results/*.json, never edited by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_page", ROOT / "benchmarks" / "results_page.py")
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    out = tmp_path / "results.md"
+    page.main(["--out", str(out)])
+    assert out.read_text() == (ROOT / "docs" / "results.md").read_text(), \
+        "docs/results.md differs from its generator's output: run python benchmarks/results_page.py"
