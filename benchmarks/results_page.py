@@ -174,7 +174,9 @@ def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]
              f"`benchmarks/emoji64_compare.sh {minutes} DATA_ROOT`: each run trains `experiment=emoji64` for {minutes} "
              "minutes (`trainer.max_time`, `data.num_workers=1`), then its `last.ckpt` is scored on the 653 test "
              "drawings (`--final-eval 653`). Two runs at a time, side by side, one thread each "
-             f"(`OMP_NUM_THREADS=1`), {machine(first)}.", "",
+             f"(`OMP_NUM_THREADS=1`), {machine(first)}: GAN-GA beside `fusion=affine`, DCGAN beside the VAE-GAN, "
+             "one pair per seed. The pairs ran at different times of one session, some beside test runs on the "
+             "same machine, so batch counts differ between pairs: compare the two arms of a pair.", "",
              "| arm | overrides | seed | batches | " + " | ".join(t for _, t in REAL_COLUMNS) + " |",
              "|---|---|---|---|" + "---|" * len(REAL_COLUMNS)]
     for arm, reports in sorted(arms.items(), key=lambda kv: (kv[0] != "gan_ga", kv[0])):
