@@ -168,6 +168,14 @@ def accelerator(cfg: DictConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _resolved(names, cfg: DictConfig) -> list:
+    """The registry's metrics of ``names``; the Inception weights file checked when one reads it."""
+    metrics = resolve(names)
+    if any(m.reader == "inception" for m in metrics):
+        check_weights(cfg.get("inception_weights"))
+    return metrics
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from lightning.fabric import Fabric
@@ -181,10 +189,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if ckpt is None:
         raise ConfigError("ckpt_path is not set: pass ckpt_path=RUN/checkpoints/best.ckpt, or "
                           "folders=[REAL_DIR,GENERATED_DIR] to score two image folders")
-    if cfg.metrics != "auto":
-        metrics = resolve(cfg.metrics)
-        if any(m.reader == "inception" for m in metrics):
-            check_weights(cfg.get("inception_weights"))  # fail before any work when the file is missing
+    # named metrics fail before any work (a missing Inception file); metrics=auto once the data is known
+    metrics = None if cfg.metrics == "auto" else _resolved(cfg.metrics, cfg)
     devices = int(cfg.get("devices", 1))
     fabric = Fabric(accelerator=accelerator(cfg), devices=devices, strategy="ddp" if devices > 1 else "auto")
     fabric.launch()
@@ -192,16 +198,14 @@ def evaluate(cfg: DictConfig) -> dict:
     data_cfg = eval_data_config(module.run_config["data"], cfg)
     seed = int(cfg.seed)
     datamodule = instantiate(OmegaConf.create(data_cfg))
-    if cfg.metrics == "auto":
+    if metrics is None:
         names = auto(datamodule, cfg.get("inception_weights"))
         if not names:
             raise MetricsError("metrics=auto finds nothing to compute for this run's data (not shapes, no "
                                "data.label_columns, no inception_weights): pass metrics=[fid,kid,is] with "
                                "inception_weights=FILE, metrics=[clip_score] with clip_model=..., or set "
                                "data.label_columns")
-        metrics = resolve(names)
-        if any(m.reader == "inception" for m in metrics):
-            check_weights(cfg.get("inception_weights"))
+        metrics = _resolved(names, cfg)
     data = eval_set(datamodule, cfg.split, int(cfg.num_samples), seed, diversity=any(m.reads_blocks for m in metrics))
     if any(m.name == "caption_accuracy" for m in metrics) and data.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs a checkpoint trained on data=shapes")

@@ -210,14 +210,9 @@ class Readers:
 
             self.oracle = rank_zero_first(dist, load, "training the shapes oracle") if dist is not None else load()
         if "reference" in needed:
-            columns = getattr(datamodule, "label_columns", None)
-            if not columns:
-                raise MetricsError(f"metrics={[m.name for m in metrics if m.reader == 'reference']} read images with "
-                                   "the reference network, which classifies labelled real data: a data set with "
-                                   "data.label_columns set (data=folder with a manifest, e.g. experiment=emoji64)")
-
-            def load_reference():
-                return reference.load_or_train(datamodule, columns, cache_dir, log=log)
+            def load_reference():  # refuses a data set without data.label_columns
+                return reference.load_or_train(datamodule, getattr(datamodule, "label_columns", None), cache_dir,
+                                               log=log)
 
             self.reference = (rank_zero_first(dist, load_reference, "training the reference network")
                               if dist is not None else load_reference())

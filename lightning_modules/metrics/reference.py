@@ -182,10 +182,13 @@ def training_set(datamodule, columns: Sequence[str]) -> tuple[list, dict[str, li
 def digest(datamodule, columns: Sequence[str], recipe: dict | None = None) -> str:
     """Changes whenever the training images (path, size, labels), the image size, the architecture
     or the training recipe change."""
-    records, _ = training_set(datamodule, columns)
+    return _digest(training_set(datamodule, columns)[0], columns, recipe or TRAIN, datamodule.image_size)
+
+
+def _digest(records: Sequence, columns: Sequence[str], recipe: dict, image_size: int) -> str:
     h = hashlib.sha256()
     for part in (inspect.getsource(ReferenceNet), inspect.getsource(_augment), inspect.getsource(train_reference),
-                 repr((sorted(columns), recipe or TRAIN, INPUT_SIZE, FEATURES, VERSION, datamodule.image_size))):
+                 repr((sorted(columns), recipe, INPUT_SIZE, FEATURES, VERSION, image_size))):
         h.update(part.encode())
     for record in records:
         stat = record.path.stat() if record.path.exists() else None
@@ -221,11 +224,12 @@ def load_or_train(datamodule, columns: Sequence[str], cache_dir: str | Path, log
 
     columns = list(columns or [])
     if not columns:
-        raise MetricsError("the reference network classifies data.label_columns, and none is set: name the "
-                           "manifest columns that label each image, e.g. data.label_columns=[group,subgroup]")
+        raise MetricsError("the reference network (metrics reference, labels, memorisation) classifies labelled real "
+                           "data, and data.label_columns is not set: name the manifest columns that label each image, "
+                           "e.g. data.label_columns=[group,subgroup] (data=folder with a manifest, as experiment=emoji64)")
     records, classes = training_set(datamodule, columns)
     recipe = {**TRAIN, **(recipe or {})}
-    key = digest(datamodule, columns, recipe)
+    key = _digest(records, columns, recipe, datamodule.image_size)
     path = Path(cache_dir) / "reference_net" / f"{key}.safetensors"
     if path.is_file():
         try:
