@@ -16,14 +16,14 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="demo")
 def main(cfg: DictConfig) -> None:
-    from lightning_modules.cli import run_or_exit
+    from gan_ga_utils.cli import run_or_exit
     from lightning_modules.demo import serve
 
     run_or_exit(serve, cfg)
 
 
 if __name__ == "__main__":
-    from lightning_modules.cli import check_choices
+    from gan_ga_utils.cli import check_choices
 
     check_choices(Path(__file__).parent / "conf")
     main()

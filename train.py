@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lightning_modules.cli import run_or_exit
+    from gan_ga_utils.cli import run_or_exit
     from lightning_modules.training import optimized_value, run_training
 
     metrics = run_or_exit(run_training, cfg)
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from lightning_modules.cli import check_choices
+    from gan_ga_utils.cli import check_choices
 
     check_choices(Path(__file__).parent / "conf")
     main()

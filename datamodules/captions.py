@@ -58,10 +58,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import ResumableSampler, batches_trained
 from datamodules.text_cache import DTYPES
-from lightning_modules.checks import Problems, check
-from lightning_modules.components.augment import POLICIES
-from lightning_modules.errors import DataError
-from lightning_modules.files import write_text
+from gan_ga_utils.checks import Problems, check
+from gan_ga_utils.errors import DataError
+from gan_ga_utils.files import write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "val", "test")
@@ -523,7 +522,7 @@ class CaptionDataModule(L.LightningDataModule):
 
     @classmethod
     def config_problems(cls, values, key: str = "data") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         p.number("batch_size", 2, integer=True)  # mismatched pairs need a second caption
         p.number("num_workers", 0, integer=True)
@@ -535,10 +534,9 @@ class CaptionDataModule(L.LightningDataModule):
         p.number("split_seed", 0, 2**32 - 1, integer=True)
         p.choice("cache_dtype", DTYPES)
         policy = values.get("augment_policy")
-        if policy is not None:
-            names = [policy] if isinstance(policy, str) else list(policy)
-            p.need(all(n in POLICIES for n in names), "augment_policy",
-                   f"a list of {list(POLICIES)}, e.g. data.augment_policy=[translation,cutout]; [] turns it off")
+        if policy is not None:  # the names are checked by the augmentation that follows it (model.augment.policy)
+            p.need(isinstance(policy, str) or all(isinstance(n, str) for n in policy), "augment_policy",
+                   "a list of policy names, e.g. data.augment_policy=[translation,cutout]; [] turns it off")
         fractions = values.get("split_fractions")
         if fractions is not None:
             ok = all(isinstance(v, (int, float)) and 0 <= v < 1 for v in fractions.values()) and sum(fractions.values()) < 1
@@ -660,7 +658,7 @@ class CaptionDataModule(L.LightningDataModule):
                 rank_zero_info("text cache off: the text encoder trains (encoder.mode != frozen)")
             return
         from datamodules.text_cache import load_or_build
-        from lightning_modules.distributed import rank_zero_first
+        from gan_ga_utils.distributed import rank_zero_first
 
         cache_root = self.cache_dir or self.root / ".gan_ga_cache"
         captions = self.all_captions()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from datamodules.captions import CaptionDataModule, DataError, ImageCaptions, SkipCounts, group_rows, missing
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 
 YEARS = (2014, 2017)
 

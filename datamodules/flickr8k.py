@@ -28,7 +28,7 @@ from datamodules.captions import (
     group_rows,
     seeded_split,
 )
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 
 SPLIT_SOURCES = ("auto", "official", "karpathy", "random")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}

@@ -46,7 +46,7 @@ from datamodules.captions import (
     seeded_split,
 )
 from datamodules.flickr8k import read_lines
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 
 IMAGE_KEYS = ("image", "file_name", "filename", "path", "image_path", "file")
 CAPTION_KEYS = ("caption", "captions", "text", "prompt")

@@ -22,7 +22,7 @@ def make_shards(cfg: DictConfig) -> dict:
     from datamodules.shards import write_shards
 
     if not cfg.get("out") or str(cfg.out) == "???":
-        from lightning_modules.errors import ConfigError
+        from gan_ga_utils.errors import ConfigError
 
         raise ConfigError("out is not set: pass out=DIR (a new folder for the shards)")
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -38,7 +38,7 @@ def make_shards(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="make_shards")
 def main(cfg: DictConfig) -> None:
-    from lightning_modules.cli import run_or_exit
+    from gan_ga_utils.cli import run_or_exit
 
     run_or_exit(make_shards, cfg)
 

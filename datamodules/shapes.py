@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import ResumableSampler, batches_trained
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 COLORS = {
@@ -486,7 +486,7 @@ class ShapesDataModule(L.LightningDataModule):
 
     @classmethod
     def config_problems(cls, values, key: str = "data") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         p.choice("image_size", ALLOWED_IMAGE_SIZES)
         p.number("batch_size", 2, integer=True)  # mismatched pairs need a second caption

@@ -38,7 +38,7 @@ from datamodules.captions import (
     SkipCounts,
     decode,
 )
-from lightning_modules.files import write_text
+from gan_ga_utils.files import write_text
 
 FORMAT = "gan-ga shards v1"
 MANIFEST = "manifest.json"

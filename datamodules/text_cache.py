@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_modules.errors import TextCacheError
+from gan_ga_utils.errors import TextCacheError
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_modules.errors import CheckpointError
-from lightning_modules.files import atomic_write
+from gan_ga_utils.errors import CheckpointError
+from gan_ga_utils.files import atomic_write
 
 
 DIGEST_KEY = "gan_ga_digest"

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.checks import Problems
+from gan_ga_utils.checks import Problems
 from lightning_modules.components.generators import IMAGE_SIZES
-from lightning_modules.errors import ConfigError
+from gan_ga_utils.errors import ConfigError
 
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 

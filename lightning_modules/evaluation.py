@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.errors import ConfigError, DataError, MetricsError
-from lightning_modules.files import write_text
+from gan_ga_utils.errors import ConfigError, DataError, MetricsError
+from gan_ga_utils.files import write_text
 from lightning_modules.loading import load_module
 from lightning_modules.metrics import Context, Readers, auto, block_keys, compute, read_rows, resolve, wanted
 from lightning_modules.metrics.inception import (

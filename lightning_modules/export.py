@@ -22,8 +22,8 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from lightning_modules.errors import ExportError
-from lightning_modules.files import atomic_write, sha256_file, write_text
+from gan_ga_utils.errors import ExportError
+from gan_ga_utils.files import atomic_write, sha256_file, write_text
 from lightning_modules.loading import CONFIG_FILE, ENCODER_FILE, GENERATOR_FILE, INFO_FILE, is_export, load_module
 
 

@@ -26,7 +26,7 @@ import copy
 import inspect
 from typing import Any
 
-from lightning_modules.errors import UserError
+from gan_ga_utils.errors import UserError
 
 KEPT_SECTIONS = ("encoder", "fusion", "model", "data", "seed")
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from lightning_modules.errors import GenerationError
+from gan_ga_utils.errors import GenerationError
 from lightning_modules.loading import load_module
 from lightning_modules.sampling import labelled_grid, sample_noise, save_png, side_by_side, to_uint8
 

@@ -9,8 +9,8 @@
   the module is rebuilt from may only describe one of gan-ga's own models (``file_config.py``).
   Nothing is used before it is verified: a checkpoint against the digest of its content and for
   non-finite weights, an export's files against the SHA-256 digests of its ``export.json``.
-* :func:`restore_encoder_weights`: checkpoints leave out a frozen pretrained encoder; its weights
-  come from ``encoder.pretrained`` as during training.
+* Checkpoints leave out a frozen pretrained encoder; its weights come from ``encoder.pretrained``
+  as during training (``TextToImageGAN.complete_state_dict``).
 
 ``export.py`` writes the folders read here (the file names below are the format).
 """
@@ -26,9 +26,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.checkpointing import read_checkpoint
-from lightning_modules.errors import CheckpointError, ConfigError, ExportError, GenerationError, UserError
+from gan_ga_utils.errors import CheckpointError, ConfigError, ExportError, GenerationError, UserError
 from lightning_modules.file_config import checked_file_config
-from lightning_modules.files import sha256_file
+from gan_ga_utils.files import sha256_file
 
 if TYPE_CHECKING:
     from lightning_modules.text_to_image_gan import TextToImageGAN
@@ -66,12 +66,6 @@ def build_module(cfg: DictConfig) -> TextToImageGAN:
     module = build(cfg.model, encoder=encoder, fusion=build(cfg.fusion))
     module.run_config = resolved_config(cfg)
     return module
-
-
-def restore_encoder_weights(module: TextToImageGAN, state_dict: dict) -> None:
-    """Checkpoints omit a frozen pretrained encoder; fill its weights from the loaded encoder."""
-    if not any(k.startswith("encoder.") for k in state_dict):
-        state_dict.update({f"encoder.{k}": v for k, v in module.encoder.state_dict().items()})
 
 
 def is_export(path: str | Path) -> bool:

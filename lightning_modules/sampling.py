@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from lightning_modules.files import atomic_write
+from gan_ga_utils.files import atomic_write
 
 
 class Noise(IntEnum):

@@ -37,12 +37,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_modules.checkpointing import divergence_message, restore_rng_states, rng_states
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
-from lightning_modules.errors import CheckpointError, DivergenceError
-from lightning_modules.loading import restore_encoder_weights
+from gan_ga_utils.errors import CheckpointError, DivergenceError
 from lightning_modules.losses import (
     LOSS_NAMES,
     RELATIVISTIC,
@@ -199,7 +198,7 @@ class TextToImageGAN(L.LightningModule):
 
     @classmethod
     def config_problems(cls, values, key: str = "model") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``). The
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``). The
         optimizers and the discriminator are read as config nodes or as the partials built from them."""
         p = Problems(values, key)
         p.choice("loss", LOSS_NAMES)
@@ -641,7 +640,8 @@ class TextToImageGAN(L.LightningModule):
     def complete_state_dict(self, state: dict) -> None:
         """A checkpoint's state dict made loadable, in place: the frozen encoder's weights (left out
         of checkpoints) and the divergence counters of older checkpoints ([D, G, streak] in one)."""
-        restore_encoder_weights(self, state)
+        if not any(k.startswith("encoder.") for k in state):
+            state.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
         if "skipped" in state:
             for name, value in zip(("skipped_d", "skipped_g", "bad_streak"), state.pop("skipped")):
                 state[name] = value.clone()

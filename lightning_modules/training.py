@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.checkpointing import AtomicCheckpointIO, resolve_resume
 from lightning_modules.config_checks import validate
-from lightning_modules.errors import ConfigError
+from gan_ga_utils.errors import ConfigError
 from lightning_modules.loading import build, build_module
 from lightning_modules.strategies import GANDDPStrategy  # noqa: F401 - registers ddp_gan / ddp_gan_spawn
 

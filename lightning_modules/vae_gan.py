@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 from lightning_modules.components.text_encoders import TextFeatures
 from lightning_modules.losses import RELATIVISTIC, generator_loss
 from lightning_modules.sampling import Noise
@@ -105,7 +105,7 @@ class VAEGAN(TextToImageGAN):
 
     @classmethod
     def config_problems(cls, values, key: str = "model") -> list[str]:
-        """TextToImageGAN's problems and the VAE's (see ``lightning_modules/checks.py``)."""
+        """TextToImageGAN's problems and the VAE's (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         p += super().config_problems(values, key)
         for name in ("kl_weight", "recon_weight", "feature_match_weight", "recon_adversarial_weight"):

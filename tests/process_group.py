@@ -93,7 +93,7 @@ def rank_zero_first_outcomes(fabric, folder: str) -> dict:
     other processes then read): each case's outcome on this rank."""
     from pathlib import Path
 
-    from lightning_modules.distributed import rank_zero_first
+    from gan_ga_utils.distributed import rank_zero_first
 
     def failing():
         if fabric.global_rank == 0:

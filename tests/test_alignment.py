@@ -217,7 +217,7 @@ def test_negative_weights_choose_which_attribute_changes():
 def test_negative_weights_from_the_command_line(tmp_path, weights, ok):
     from conftest import compose_train
 
-    from lightning_modules.errors import ConfigError
+    from gan_ga_utils.errors import ConfigError
     from lightning_modules.loading import build
 
     cfg = compose_train(tmp_path, [f"data.negative_weights={weights}"])

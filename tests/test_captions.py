@@ -26,7 +26,7 @@ from datamodules.coco import CocoDataModule
 from datamodules.cub import CubDataModule
 from datamodules.flickr8k import Flickr8kDataModule
 from datamodules.folder import FolderDataModule
-from lightning_modules.errors import ConfigError
+from gan_ga_utils.errors import ConfigError
 
 TRAIN_FAST = ["encoder=tiny", "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.num_workers=0",
               "data.batch_size=4", "data.image_size=32", "model.generator.base_channels=8",

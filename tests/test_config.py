@@ -69,7 +69,7 @@ def test_a_config_choice_that_does_not_exist_is_one_line_with_exit_2(tmp_path, s
 
 
 def test_check_choices_reads_sweeps_and_leaves_keys_to_hydra(tmp_path):
-    from lightning_modules.cli import check_choices
+    from gan_ga_utils.cli import check_choices
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     check_choices(conf, ["fusion=concat,affine", "+experiment=shapes_64", "data.root=/x", "seed=3",
@@ -83,8 +83,8 @@ def test_check_choices_reads_sweeps_and_leaves_keys_to_hydra(tmp_path):
 def test_an_error_raised_in_a_data_loader_worker_is_reported_without_the_workers_traceback(capsys):
     from torch._utils import ExceptionWrapper
 
-    from lightning_modules.cli import run_or_exit
-    from lightning_modules.errors import DataError
+    from gan_ga_utils.cli import run_or_exit
+    from gan_ga_utils.errors import DataError
 
     def task(cfg):
         try:

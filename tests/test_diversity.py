@@ -40,7 +40,7 @@ def test_zero_centered_penalty_is_half_gamma_times_the_squared_gradient_norm():
 
 
 def test_relativistic_needs_a_lazy_penalty(tmp_path):
-    from lightning_modules.errors import ConfigError
+    from gan_ga_utils.errors import ConfigError
     from lightning_modules.loading import build_module
 
     cfg = compose_train(tmp_path, ["model.loss=relativistic", "model.gp_every=1"])

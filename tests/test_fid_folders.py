@@ -104,7 +104,7 @@ def test_folder_errors_name_the_key(folders, tmp_path, args, message):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lightning_modules.errors import UserError
+    from gan_ga_utils.errors import UserError
     from lightning_modules.evaluation import evaluate
 
     real, _, weights = folders

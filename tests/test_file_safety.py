@@ -48,7 +48,7 @@ def _generate(ckpt: Path, tmp_path: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("where", ["encoder.config_overrides.payload", "model.sample_prompts"])
 def test_a_checkpoint_whose_config_names_code_is_refused(trained_run, tmp_path, where):
     marker = tmp_path / "written_by_the_file"
-    payload = {"_target_": "lightning_modules.files.write_text", "path": str(marker), "text": "ran"}
+    payload = {"_target_": "gan_ga_utils.files.write_text", "path": str(marker), "text": "ran"}
 
     def plant(ckpt):
         config = ckpt["gan_ga"]["config"]
@@ -67,7 +67,7 @@ def test_a_checkpoint_whose_config_names_code_is_refused(trained_run, tmp_path, 
 @pytest.mark.integration
 def test_an_export_that_asks_to_run_the_models_own_code_is_refused(trained_run, tmp_path):
     from lightning_modules.export import export
-    from lightning_modules.files import sha256_file
+    from gan_ga_utils.files import sha256_file
 
     folder = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")
     marker = tmp_path / "remote_code_ran"
@@ -161,7 +161,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(trained_run, tmp_path):
 
 @pytest.mark.integration
 def test_a_run_whose_weights_turn_non_finite_writes_no_such_checkpoint(tmp_path):
-    from lightning_modules.errors import DivergenceError
+    from gan_ga_utils.errors import DivergenceError
 
     cfg = compose_train(tmp_path, ["trainer.max_steps=60", "trainer.val_check_interval=100",
                                    "callbacks.model_checkpoint.every_n_batches=2", "model.max_bad_batches=4",
@@ -209,7 +209,7 @@ def test_a_failed_write_names_its_cause_and_keeps_the_previous_checkpoint(tmp_pa
 import resource, signal, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
 from lightning_modules.checkpointing import AtomicCheckpointIO
-from lightning_modules.errors import CheckpointError
+from gan_ga_utils.errors import CheckpointError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 io = AtomicCheckpointIO()
 io.save_checkpoint({{"state_dict": {{"w": torch.ones(10)}}}}, {str(tmp_path / "last.ckpt")!r})
@@ -290,9 +290,9 @@ def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
 
 @pytest.mark.integration
 def test_an_export_or_checkpoint_whose_weights_do_not_fit_its_config_is_named(trained_run, tmp_path):
-    from lightning_modules.errors import UserError
+    from gan_ga_utils.errors import UserError
     from lightning_modules.export import export
-    from lightning_modules.files import sha256_file
+    from gan_ga_utils.files import sha256_file
     from lightning_modules.loading import load_exported
 
     folder = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")

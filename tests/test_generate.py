@@ -9,7 +9,7 @@ import pytest
 from conftest import run_script
 from PIL import Image
 
-from lightning_modules.errors import GenerationError
+from gan_ga_utils.errors import GenerationError
 from lightning_modules.generation import read_prompts
 from lightning_modules.loading import load_module
 
@@ -72,7 +72,7 @@ def test_bad_prompts_and_paths_are_named(tmp_path):
 
 @pytest.mark.integration
 def test_export_given_an_export_folder_is_a_clear_error(trained_run, tmp_path):
-    from lightning_modules.errors import ExportError
+    from gan_ga_utils.errors import ExportError
     from lightning_modules.export import export
 
     out = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")

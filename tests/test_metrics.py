@@ -14,7 +14,7 @@ from conftest import random_inception_file, run_script
 from torch import nn
 
 from lightning_modules.metrics import shapes_oracle as so
-from lightning_modules.errors import MetricsError
+from gan_ga_utils.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy as ca
 from lightning_modules.metrics import clip as clip_metrics
 from lightning_modules.metrics import inception as im
@@ -338,7 +338,7 @@ def test_the_real_feature_cache_is_keyed_by_every_setting_that_changes_the_image
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
-    from lightning_modules.files import sha256_file
+    from gan_ga_utils.files import sha256_file
 
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, sha256_file(p)) for p in sorted(folder.rglob("*"))
             if p.is_file()}

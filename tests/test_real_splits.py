@@ -14,7 +14,7 @@ from PIL import Image
 
 from datamodules.captions import DataError, seeded_split
 from datamodules.folder import FolderDataModule
-from lightning_modules.errors import ConfigError
+from gan_ga_utils.errors import ConfigError
 
 EMOJI64 = Path(os.environ.get("GAN_GA_EMOJI64", Path(__file__).resolve().parents[2] / "shared" / "data" / "emoji64"))
 VENDORS = ("noto", "twemoji", "fluent")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from datamodules.captions import DataError
 from datamodules.folder import FolderDataModule
-from lightning_modules.errors import MetricsError
+from gan_ga_utils.errors import MetricsError
 from lightning_modules.metrics import reference
 from test_real_splits import EMOJI64
 

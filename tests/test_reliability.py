@@ -278,7 +278,7 @@ def test_periodic_checkpoints_go_on_after_a_skipped_update(tmp_path):
 
 def test_every_n_train_steps_is_refused_with_the_key_to_use():
     from lightning_modules.callbacks import Checkpoint
-    from lightning_modules.errors import ConfigError
+    from gan_ga_utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="every_n_batches"):
         Checkpoint(every_n_train_steps=1000)

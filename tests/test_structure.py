@@ -1,4 +1,5 @@
-"""The code's shape: no import cycles, one error type at the entry points, one loader."""
+"""The code's shape: the packages' layering and no import cycles, one error type at the entry points,
+one loader."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lightning_modules", "datamodules")
+PACKAGES = ("gan_ga_utils", "datamodules", "lightning_modules")
+# What each package may import from gan-ga (gan_ga_utils/__init__.py states the layering).
+ALLOWED = {"gan_ga_utils": {"gan_ga_utils"}, "datamodules": {"gan_ga_utils", "datamodules"},
+           "lightning_modules": set(PACKAGES)}
 
 
 def _module_name(path: Path) -> str:
@@ -17,15 +21,11 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(tree: ast.AST, known: set[str]) -> set[str]:
-    """gan-ga modules imported anywhere in a file (function-local imports included), except under
-    ``if TYPE_CHECKING:``, which never runs."""
+    """gan-ga modules imported anywhere in a file: function-local imports and those under
+    ``if TYPE_CHECKING:`` included (a type-only import is still a dependency of the design)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -69,9 +69,54 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_among_the_packages_function_local_imports_included():
     graph = import_graph()
-    assert "lightning_modules.loading" in graph and graph["lightning_modules.errors"] == set()
+    assert "lightning_modules.loading" in graph and graph["gan_ga_utils.errors"] == set()
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_each_package_imports_only_what_the_layering_allows():
+    graph = import_graph()
+    assert {m.split(".")[0] for m in graph} == set(PACKAGES)
+    wrong = sorted(f"{module} imports {imported}" for module, imports in graph.items() for imported in imports
+                   if imported.split(".")[0] not in ALLOWED[module.split(".")[0]])
+    assert wrong == [], "imports against the layering (gan_ga_utils <- datamodules <- lightning_modules):\n" + \
+        "\n".join(wrong)
+
+
+def test_the_layering_check_sees_a_type_only_import():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lightning_modules.loading import x\n")
+    assert _imports(tree, {"lightning_modules.loading"}) == {"lightning_modules.loading"}
+
+
+@pytest.mark.integration
+def test_each_module_imports_on_its_own_in_a_fresh_interpreter():
+    """Every module of the three packages, imported first and alone (a forked interpreter that has
+    loaded the third-party libraries but no gan-ga module): an import-order dependency fails here."""
+    import subprocess
+    import sys
+
+    modules = sorted(import_graph())
+    script = (
+        "import os, sys, importlib\n"
+        "import torch, lightning, transformers, hydra, omegaconf  # third-party: loaded once, before forking\n"
+        f"modules = {modules!r}\n"
+        "failed = []\n"
+        "for name in modules:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            importlib.import_module(name)\n"
+        "        except BaseException as err:\n"
+        "            print(f'{name}: {type(err).__name__}: {err}', file=sys.stderr, flush=True)\n"
+        "            os._exit(1)\n"
+        "        os._exit(0)\n"
+        "    if os.waitpid(pid, 0)[1] != 0:\n"
+        "        failed.append(name)\n"
+        "print('FAILED', failed)\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -80,7 +125,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_every_expected_error_is_a_user_error_with_its_exit_status():
-    import lightning_modules.errors as errors
+    import gan_ga_utils.errors as errors
 
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
     assert len(classes) >= 10
@@ -91,8 +136,8 @@ def test_every_expected_error_is_a_user_error_with_its_exit_status():
 
 @pytest.mark.integration
 def test_the_cli_turns_any_user_error_into_one_line_and_its_exit_status(capsys):
-    from lightning_modules.cli import run_or_exit
-    from lightning_modules.errors import DataError, DivergenceError
+    from gan_ga_utils.cli import run_or_exit
+    from gan_ga_utils.errors import DataError, DivergenceError
 
     def fail(err):
         def task(cfg):
@@ -111,7 +156,7 @@ def test_the_cli_turns_any_user_error_into_one_line_and_its_exit_status(capsys):
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
-    from lightning_modules.files import atomic_write, sha256_file, write_text
+    from gan_ga_utils.files import atomic_write, sha256_file, write_text
 
     target = write_text(tmp_path / "a" / "report.json", "old")
     with pytest.raises(RuntimeError):
@@ -146,7 +191,7 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
 
     from lightning_modules.components.discriminators import Discriminator
     from lightning_modules.config_checks import validate
-    from lightning_modules.errors import ConfigError
+    from gan_ga_utils.errors import ConfigError
 
     cfg = compose_train(tmp_path, ["model.mismatch=max", "data.min_objects=3",
                                    "model.optimizer_g.betas=[0.5]"])

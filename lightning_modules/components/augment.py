@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 
 POLICIES = ("color", "translation", "cutout")
 
@@ -111,9 +111,15 @@ class DiffAugment(nn.Module):
 
     @classmethod
     def config_problems(cls, values, key: str = "model.augment") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
-        p.number("probability", 0, 1)  # the policy is the data set's: data.augment_policy, checked there
+        p.number("probability", 0, 1)
+        policy = values.get("policy")
+        if policy is not None:
+            names = [n.strip() for n in policy.split(",")] if isinstance(policy, str) else list(policy)
+            p.need(all(n in POLICIES + ("none", "") for n in names), "policy",
+                   f"a list of {list(POLICIES)}; it follows data.augment_policy: set that, "
+                   "e.g. data.augment_policy=[translation,cutout] ([] turns it off)")
         return p
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from einops import repeat
 from torch import nn
 
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 from lightning_modules.components.generators import channels_at, check_image_size
 
 
@@ -203,7 +203,7 @@ class Discriminator(nn.Module):
 
     @classmethod
     def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim"):
             p.number(name, 1, integer=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 from lightning_modules.components.fusion import Condition, Fusion
 from lightning_modules.components.text_encoders import TextFeatures
 
@@ -95,7 +95,7 @@ class Generator(nn.Module):
 
     @classmethod
     def config_problems(cls, values, key: str = "model.generator") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         p.choice("output_activation", OUTPUT_ACTIVATIONS)
         p.number("base_channels", 1, integer=True)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import Problems, check
+from gan_ga_utils.checks import Problems, check
 from lightning_modules.components.discriminators import down_tower
 
 LOGVAR_RANGE = (-30.0, 20.0)  # exp() of the log-variance stays finite in float32 and bf16
@@ -47,7 +47,7 @@ class ImageEncoder(nn.Module):
 
     @classmethod
     def config_problems(cls, values, key: str = "model.image_encoder") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         for name in ("base_channels", "max_multiplier", "cond_dim", "hidden"):
             p.number(name, 1, integer=True)

@@ -20,8 +20,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
-from lightning_modules.checks import Problems, check
-from lightning_modules.errors import EncoderLoadError
+from gan_ga_utils.checks import Problems, check
+from gan_ga_utils.errors import EncoderLoadError
 
 POOLING_MODES = ("mean", "cls", "last", "pooler")
 TRAIN_MODES = ("frozen", "finetune_last_n", "lora")
@@ -268,7 +268,7 @@ class HFTextEncoder(nn.Module):
 
     @classmethod
     def config_problems(cls, values, key: str = "encoder") -> list[str]:
-        """What is wrong with these constructor values (see ``lightning_modules/checks.py``)."""
+        """What is wrong with these constructor values (see ``gan_ga_utils/checks.py``)."""
         p = Problems(values, key)
         p.choice("pooling", POOLING_MODES)
         p.choice("mode", TRAIN_MODES)

@@ -27,8 +27,8 @@ import torch
 
 from datamodules.shapes import SUBSETS
 from lightning_modules.metrics.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
-from lightning_modules.distributed import rank_zero_first
-from lightning_modules.errors import MetricsError
+from gan_ga_utils.distributed import rank_zero_first
+from gan_ga_utils.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy, clip, inception, reference
 
 Tensors = dict[str, torch.Tensor]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.errors import MetricsError
+from gan_ga_utils.errors import MetricsError
 from lightning_modules.sampling import uint8_pixels
 
 DEFINITION = "mean over samples of max(100 * cos(image, caption), 0) (Hessel et al. 2021, torchmetrics' scale)"

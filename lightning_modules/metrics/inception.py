@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.errors import MetricsError
-from lightning_modules.files import atomic_write, sha256_file
+from gan_ga_utils.errors import MetricsError
+from gan_ga_utils.files import atomic_write, sha256_file
 from lightning_modules.metrics.frechet import frechet_distance
 from lightning_modules.sampling import uint8_pixels
 

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.errors import MetricsError
-from lightning_modules.files import atomic_write
+from gan_ga_utils.errors import MetricsError
+from gan_ga_utils.files import atomic_write
 from lightning_modules.metrics.frechet import frechet_distance
 
 INPUT_SIZE = 64

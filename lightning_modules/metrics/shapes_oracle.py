@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules import shapes
-from lightning_modules.files import atomic_write
+from gan_ga_utils.files import atomic_write
 
 CELLS = len(shapes.POSITIONS)
 HEADS = {"present": 2, "shape": len(shapes.SHAPES), "color": len(shapes.COLOR_NAMES), "size": len(shapes.SIZES)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from lightning_modules.errors import ConfigError
+from gan_ga_utils.errors import ConfigError
 
 
 class Problems(list):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from lightning_modules.errors import DistributedError
+from gan_ga_utils.errors import DistributedError
 
 T = TypeVar("T")
 
