@@ -71,8 +71,7 @@ def run(data_root: Path, cache_dir: Path, cache_text: bool, args, extra: list[st
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from lightning_modules.loading import build, build_module
-    from lightning_modules.training import build_trainer
+    from lightning_modules.training import build_data_and_module, build_trainer
 
     GlobalHydra.instance().clear()
     overrides = ["data=folder", f"data.root={data_root}", f"data.image_size={args.image_size}",
@@ -86,9 +85,7 @@ def run(data_root: Path, cache_dir: Path, cache_text: bool, args, extra: list[st
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(cache_dir.parent / f"run_cache_{cache_text}")
-    datamodule = build(cfg.data)
-    datamodule.setup("fit")
-    module = build_module(cfg)
+    datamodule, module = build_data_and_module(cfg)
     trainer = build_trainer(cfg)
     timer = Timer()
     trainer.callbacks.append(timer.callback)

@@ -50,8 +50,7 @@ def measure(overrides: list[str], batches: int, warmup: int, workdir: Path) -> d
     from omegaconf import open_dict
 
     sys.path.insert(0, str(ROOT))
-    from lightning_modules.loading import build, build_module
-    from lightning_modules.training import build_trainer
+    from lightning_modules.training import build_data_and_module, build_trainer
 
     fixed = ["logger=none", "callbacks=none", "trainer.max_steps=-1", "trainer.limit_val_batches=0",
              "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000000",
@@ -64,9 +63,7 @@ def measure(overrides: list[str], batches: int, warmup: int, workdir: Path) -> d
     with open_dict(cfg):
         cfg.paths.output_dir = str(workdir)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build(cfg.data)
-    datamodule.setup("fit")
-    module = build_module(cfg)
+    datamodule, module = build_data_and_module(cfg)
     trainer = build_trainer(cfg)
     cuda = torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda"
     times: list[float] = []

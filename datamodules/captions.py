@@ -49,14 +49,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import ResumableSampler, batches_trained
+from datamodules.resumable import ResumableDataModule, ResumableSampler
 from datamodules.text_cache import DTYPES
 from gan_ga_utils.checks import Problems, check
 from gan_ga_utils.errors import DataError
@@ -453,12 +452,13 @@ class OneCaptionPerImageSampler(ResumableSampler):
 
 
 # ---------------------------------------------------------------------------- data module
-class CaptionDataModule(L.LightningDataModule):
+class CaptionDataModule(ResumableDataModule):
     """Shared DataModule of the real data sets; a subclass implements :meth:`read`.
 
-    With a frozen text encoder and ``cache_text``, every caption is encoded once before training
-    (``text_cache.py``) and batches carry ``text_tokens``, ``text_mask`` and ``text_pooled``: the
-    encoder does not run in the training step.
+    With a frozen text encoder handed over by :meth:`use_text_encoder` (the run's own, built once:
+    ``lightning_modules/training.py``) and ``cache_text``, every caption is encoded once before
+    training (``text_cache.py``) and batches carry ``text_tokens``, ``text_mask`` and
+    ``text_pooled``: the encoder does not run in the training step.
     """
 
     name = "captions"
@@ -518,6 +518,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.split_origin = ""  # where the split came from, for the report (set by a reader that knows)
         self.groups: dict[str, int] = {}  # groups per split (data.group_by; an image alone without one)
         self.text_cache = None
+        self.text_encoder = None  # use_text_encoder
         self.runtime_skips: dict = {"total": 0, "epochs": []}  # see note_runtime_skips
 
     @classmethod
@@ -647,12 +648,17 @@ class CaptionDataModule(L.LightningDataModule):
         for logger in trainer.loggers:
             logger.log_metrics({f"data/skipped_{k}": float(v) for k, v in self.skips.counts().items()}, step=0)
 
+    def use_text_encoder(self, encoder) -> None:
+        """The run's text encoder (a ``TextEncoder``: ``frozen``, ``identity()``, ``__call__``): when
+        it is frozen and ``cache_text`` is on, the loaders serve its features of every caption from a
+        cache built once, on the first loader (process 0 first under DDP)."""
+        self.text_encoder = encoder
+
     def _attach_text_cache(self) -> None:
-        """Encode every caption once with the module's (frozen) encoder, then serve features from disk."""
+        """Encode every caption once with the run's (frozen) encoder, then serve features from disk."""
         if self.text_cache is not None or not self.cache_text:
             return
-        trainer = getattr(self, "trainer", None)
-        encoder = getattr(getattr(trainer, "lightning_module", None), "encoder", None)
+        trainer, encoder = getattr(self, "trainer", None), self.text_encoder
         if encoder is None or not getattr(encoder, "frozen", False):
             if encoder is not None:
                 rank_zero_info("text cache off: the text encoder trains (encoder.mode != frozen)")
@@ -662,10 +668,10 @@ class CaptionDataModule(L.LightningDataModule):
 
         cache_root = self.cache_dir or self.root / ".gan_ga_cache"
         captions = self.all_captions()
-        self.text_cache = rank_zero_first(
-            trainer.strategy, lambda: load_or_build(encoder, captions, cache_root / "text_features",
-                                                    dtype=self.cache_dtype, batch_size=self.cache_batch_size),
-            "building the text cache")
+        build = lambda: load_or_build(encoder, captions, cache_root / "text_features",  # noqa: E731
+                                      dtype=self.cache_dtype, batch_size=self.cache_batch_size)
+        # under a trainer process 0 builds it first; a loader made outside one (one process) builds it
+        self.text_cache = rank_zero_first(trainer.strategy, build, "building the text cache") if trainer else build()
         for dataset in self.datasets.values():
             dataset.text_cache = self.text_cache
 
@@ -674,7 +680,7 @@ class CaptionDataModule(L.LightningDataModule):
         train = split == "train"
         dataset = self.datasets[split]
         sampler = OneCaptionPerImageSampler(dataset, shuffle=train, fixed=not train, seed=self.seed, drop_last=train,
-                                            position=batches_trained(self) if train else None, batch_size=self.batch_size,
+                                            position=self.training_position if train else None, batch_size=self.batch_size,
                                             tag_epoch=train)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),

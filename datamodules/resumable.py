@@ -3,20 +3,23 @@
 Lightning rebuilds a plain DataLoader from the start of an epoch on resume, and a checkpoint
 written at the end of a run counts its epoch as finished. gan-ga's training samplers ignore both:
 each *data* epoch's order comes from ``(seed, data epoch)``, and every pass starts at the batch the
-module's ``batches_seen`` (saved in every checkpoint) points to:
+data module's ``batches_trained`` points to:
 
-    data epoch, batch in it = divmod(batches_seen, batches per data epoch)
+    data epoch, batch in it = divmod(batches_trained, batches per data epoch)
 
 so a resumed run reads exactly the samples the uninterrupted run would have read next, whatever
-Lightning's epoch counter says. Under DDP every rank has the same ``batches_seen`` and reads its own
-share. Without a position source (no trainer yet, validation) the sampler is a plain
-``DistributedSampler`` over ``set_epoch``'s epoch.
+Lightning's epoch counter says. The data module counts the training batches it hands to the model
+(:class:`ResumableDataModule`) and keeps the count in its ``state_dict``, which Lightning saves in
+every checkpoint and restores on resume: the position is the data's own, read from nothing else.
+Under DDP every rank counts the same batches and reads its own share. Without a position
+(validation, test) the sampler is a plain ``DistributedSampler`` over ``set_epoch``'s epoch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+import lightning as L
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
@@ -54,13 +57,26 @@ class ResumableSampler(DistributedSampler):
         return iter(self.indices()[skip * self.batch_size :])
 
 
-def batches_trained(datamodule) -> Callable[[], int]:
-    """``batches_seen`` of the module the data module's trainer is fitting (0 before there is one)."""
+class ResumableDataModule(L.LightningDataModule):
+    """A data module that counts the training batches it hands to the model (``batches_trained``),
+    saved and restored with every checkpoint through ``state_dict`` / ``load_state_dict``; its
+    training sampler starts where that count points (``position=self.training_position``)."""
 
-    def position() -> int:
-        trainer = getattr(datamodule, "trainer", None)
-        module = trainer.lightning_module if trainer is not None else None
-        seen = getattr(module, "batches_seen", None)
-        return int(seen) if seen is not None else 0
+    batches_trained: int = 0
 
-    return position
+    def training_position(self) -> int:
+        return int(self.batches_trained)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning calls this once per batch, as the batch reaches the model (not when a loader
+        worker or the prefetcher reads it): a training batch counts here."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            self.batches_trained = int(self.batches_trained) + 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_trained": int(self.batches_trained)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.batches_trained = int(state_dict.get("batches_trained", 0))

@@ -32,13 +32,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import ResumableSampler, batches_trained
+from datamodules.resumable import ResumableDataModule, ResumableSampler
 from gan_ga_utils.checks import Problems, check
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
@@ -446,7 +445,7 @@ class ShapesDataset(Dataset):
         return item
 
 
-class ShapesDataModule(L.LightningDataModule):
+class ShapesDataModule(ResumableDataModule):
     """The default data: rendered on the fly in the loader workers. Under DDP Lightning's
     DistributedSampler gives each rank different indices."""
 
@@ -508,7 +507,7 @@ class ShapesDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # training order from (seed, batches trained): a resumed run continues exactly (datamodules/resumable.py)
         sampler = ResumableSampler(self.datasets[split], shuffle=shuffle, seed=self.seed, drop_last=shuffle,
-                                   position=batches_trained(self) if shuffle else None, batch_size=self.batch_size)
+                                   position=self.training_position if shuffle else None, batch_size=self.batch_size)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

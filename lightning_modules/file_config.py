@@ -9,7 +9,9 @@ gan-ga itself would write and refuses the rest, naming the file and the key:
   from a file and are dropped);
 * a ``_target_`` may stand only where gan-ga's own configs put one (:data:`BUILDS`), naming one of
   the classes listed there for that place, and every other key of that node must be a parameter of
-  that class; anywhere else a ``_target_`` (or ``_args_``) is refused;
+  that class; anywhere else a ``_target_`` (or ``_args_``) is refused. A plain value under a key the
+  class no longer takes is a setting of an earlier version: it is dropped with a warning
+  (:func:`drop_retired_settings`), and the weights, loaded strictly, decide whether the file fits;
 * no interpolation (``${...}``: resolvers read the environment; gan-ga writes resolved configs);
 * no ``trust_remote_code`` anywhere, and ``encoder.config_overrides`` may only change the sizes of an
   architecture (:data:`ENCODER_OVERRIDES`), to numbers;
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import Any
 
 from gan_ga_utils.errors import UserError
@@ -69,41 +72,37 @@ ENCODER_OVERRIDES = {
 }
 
 
-# keys that files written by earlier versions carry for variants since removed: dropped when they
-# hold the one behaviour kept (what the default always was), refused naming the variant otherwise
-# (the measured variants and their results: docs/experiments.md). None: any value (it only
-# sized a removed part).
-RETIRED: dict[str, dict[str, Any]] = {
-    "model": {"contrastive_fakes": False},
-    "model.discriminator": {"match_features": "shared", "match_aggregate": "weighted", "match_resolution": 4,
-                            "match_global": False, "match_channels": None},
-}
-
-
-def retire(config: dict, source: str) -> dict:
-    """``config`` without the :data:`RETIRED` keys that hold the kept behaviour; a
-    :class:`FileConfigError` naming ``source`` for one that asks for a removed variant."""
-    problems = []
-    for path, keys in RETIRED.items():
-        node = config
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue
-        for key, kept in keys.items():
-            if key in node:
-                value = node.pop(key)
-                if kept is not None and value != kept:
-                    problems.append(f"{path}.{key}={value!r}")
-    if problems:
-        raise FileConfigError(f"{source}: trained with {', '.join(problems)}, a variant this version of gan-ga no "
-                              f"longer has (measured and removed: docs/experiments.md); load it with the version "
-                              f"that trained it")
-    return config
-
-
 class FileConfigError(UserError, ValueError):
     """A file's config names code, or keys gan-ga would not write."""
+
+
+class DroppedSettingWarning(UserWarning):
+    """A file's config holds a plain setting its class no longer takes (written by an earlier version)."""
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def drop_retired_settings(node: Any, path: str = "") -> list[str]:
+    """Settings of an earlier version, removed in place and returned as ``path.key=value``: a key of a
+    node gan-ga builds (:data:`BUILDS`) that its class no longer takes and that holds a plain value
+    (a switch or a size of a removed variant). Dropping builds nothing; the weights are then loaded
+    strictly, so a checkpoint whose removed part had weights is refused by the weight check.
+    Anything else unknown stays and is refused by the checks below."""
+    if not isinstance(node, dict):
+        return []
+    dropped = []
+    target = node.get("_target_")
+    if path in BUILDS and target in BUILDS[path]:
+        known = parameters(target)
+        if known is not None:
+            gone = [k for k in node if k not in known and k not in _CALL_KEYS and _is_plain(node[k])]
+            dropped += [f"{path}.{k}={node.pop(k)!r}" for k in gone]
+    for key, value in node.items():
+        if key not in _CALL_KEYS:
+            dropped += drop_retired_settings(value, f"{path}.{key}" if path else str(key))
+    return dropped
 
 
 def parameters(target: str) -> set[str] | None:
@@ -180,8 +179,11 @@ def checked_file_config(config: Any, source: str) -> dict:
         raise FileConfigError(f"{source}: its config is not a mapping")
     kept = {k: config[k] for k in KEPT_SECTIONS if k in config}
     missing = [k for k in ("encoder", "fusion", "model") if not isinstance(kept.get(k), dict)]
-    if not missing:
-        kept["model"] = retire(copy.deepcopy({"model": kept["model"]}), source)["model"]
+    kept = copy.deepcopy(kept)
+    dropped = drop_retired_settings(kept)
+    if dropped:
+        warnings.warn(f"{source}: dropped settings this version no longer has (the variants measured and "
+                      f"removed are in docs/experiments.md): {', '.join(dropped)}", DroppedSettingWarning, stacklevel=2)
     if missing:
         raise FileConfigError(f"{source}: its config has no {', '.join(missing)} section")
     problems = _problems(kept, "")

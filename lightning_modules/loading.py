@@ -60,9 +60,11 @@ def resolved_config(cfg: DictConfig) -> dict:
             for k, v in cfg.items() if k != "hydra"}
 
 
-def build_module(cfg: DictConfig) -> TextToImageGAN:
-    """The LightningModule of a run config (``encoder``, ``fusion`` and ``model`` groups)."""
-    encoder = build(cfg.encoder)
+def build_module(cfg: DictConfig, encoder=None) -> TextToImageGAN:
+    """The LightningModule of a run config (``encoder``, ``fusion`` and ``model`` groups); ``encoder``:
+    the run's text encoder when the caller built it already (``training.py`` hands the same one to
+    the data module), else built from ``cfg.encoder``."""
+    encoder = build(cfg.encoder) if encoder is None else encoder
     module = build(cfg.model, encoder=encoder, fusion=build(cfg.fusion))
     module.run_config = resolved_config(cfg)
     return module

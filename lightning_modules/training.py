@@ -129,6 +129,19 @@ def _finish_wandb(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
+def build_data_and_module(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module (set up: its files are read first, so bad paths and files fail before any
+    model loads) and the LightningModule of a run config. The text encoder is built once and handed
+    to both: the data module caches its features (``use_text_encoder``), the module trains with it.
+    Data and model never reach into each other through the trainer."""
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    encoder = build(cfg.encoder)
+    if hasattr(datamodule, "use_text_encoder"):  # gan-ga's caption data; a user's data module may not cache
+        datamodule.use_text_encoder(encoder)
+    return datamodule, build_module(cfg, encoder=encoder)
+
+
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Validate, build, fit; return the final logged metrics (floats).
 
@@ -143,9 +156,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         resume = "auto"  # a requeued job continues from its own folder's last.ckpt
     ckpt_path = resolve_resume(resume, cfg.get("ckpt_path"), cfg.paths.output_dir, warn=rank_zero_info)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build(cfg.data)
-    datamodule.setup("fit")  # read the data before loading any model: bad paths and files fail fast
-    module = build_module(cfg)
+    datamodule, module = build_data_and_module(cfg)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)

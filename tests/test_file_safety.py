@@ -24,6 +24,7 @@ from lightning_modules.checkpointing import (
     content_digest,
     resolve_resume,
 )
+from gan_ga_utils.errors import GenerationError
 from lightning_modules.file_config import BUILDS, FileConfigError, checked_file_config
 from lightning_modules.loading import load_module
 from lightning_modules.training import run_training
@@ -129,23 +130,31 @@ def test_a_flipped_byte_in_an_export_or_a_checkpoint_is_refused(trained_run, tmp
 
 @pytest.mark.integration
 def test_a_checkpoint_of_an_earlier_version_with_its_retired_keys_loads(trained_run, tmp_path):
-    """Files written before the measured-and-removed D variants went carry their keys at the kept
-    behaviour: they load and generate alike; one trained with a removed variant is named."""
+    """Files written before the measured-and-removed D variants went carry their keys: the settings
+    are dropped with a warning naming them, and the file loads and generates alike; one whose
+    removed part had weights is refused by the weight check, naming the weights."""
     from lightning_modules.evaluation import generate_for
+    from lightning_modules.file_config import DroppedSettingWarning
 
-    def earlier(features="shared"):
+    def earlier(extra_weights=False):
         def change(ckpt):
             model = ckpt["gan_ga"]["config"]["model"]
             model["contrastive_fakes"] = False
-            model["discriminator"].update(match_features=features, match_aggregate="weighted", match_resolution=4,
-                                          match_global=False, match_channels=32)
+            model["discriminator"].update(match_features="own" if extra_weights else "shared",
+                                          match_aggregate="weighted", match_resolution=4, match_global=False,
+                                          match_channels=32)
+            if extra_weights:  # the removed image tower's weights
+                ckpt["state_dict"]["discriminator.match_tower.conv.weight"] = torch.zeros(32, 3, 3, 3)
         return change
 
     old = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "old.ckpt", earlier())
-    now, then = load_module(trained_run / "checkpoints" / "last.ckpt"), load_module(old)
+    now = load_module(trained_run / "checkpoints" / "last.ckpt")
+    with pytest.warns(DroppedSettingWarning, match=r"old.ckpt.*model.contrastive_fakes=False.*"
+                                                   r"model.discriminator.match_features='shared'"):
+        then = load_module(old)
     assert torch.equal(generate_for(then, ["a red circle"], 1, seed=0), generate_for(now, ["a red circle"], 1, seed=0))
-    own = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "own.ckpt", earlier("own"))
-    with pytest.raises(FileConfigError, match=r"own.ckpt.*model.discriminator.match_features='own'.*no longer has"):
+    own = _rewrite(trained_run / "checkpoints" / "last.ckpt", tmp_path / "own.ckpt", earlier(extra_weights=True))
+    with pytest.raises(GenerationError, match=r"own.ckpt.*do not fit.*discriminator.match_tower.conv.weight"):
         load_module(own)
 
 

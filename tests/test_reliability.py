@@ -78,6 +78,10 @@ def test_resume_half_way_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, da
     run_training(resumed)
     end = _state(tmp_path / "half" / "checkpoints" / "last.ckpt")
     assert int(end["model/batches_seen"]) == 8
+    # the sampler's position is the data module's own state, saved in the checkpoint by Lightning
+    saved = torch.load(tmp_path / "half" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    data_state = saved["ShapesDataModule" if data == "shapes" else "FolderDataModule"]
+    assert data_state == {"batches_trained": 8}
     if model == "vaegan":  # E's weights and its Adam state (G's optimizer, second group) are in the state
         module = build_module(whole)
         assert any(k.startswith("model/image_encoder.") for k in end)

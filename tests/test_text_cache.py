@@ -12,8 +12,7 @@ from conftest import compose_train
 
 from datamodules.text_cache import CachedText, cache_key, load_or_build
 from lightning_modules.components.text_encoders import HFTextEncoder
-from lightning_modules.loading import build, build_module
-from lightning_modules.training import build_trainer
+from lightning_modules.training import build_data_and_module, build_trainer
 
 CAPTIONS = ["a dog runs", "two children play in the sand near the blue water", "a man rides a bike", "x",
             "Un café près de la mer"]
@@ -110,8 +109,8 @@ def test_training_with_the_cache_does_not_run_the_encoder(tmp_path, cache_text):
                                            f"data.cache_text={str(cache_text).lower()}",
                                            f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=4",
                                            "trainer.val_check_interval=2"])
-    datamodule = build(cfg.data)
-    module = build_module(cfg)
+    datamodule, module = build_data_and_module(cfg)  # the one encoder, handed to both
+    assert datamodule.text_encoder is module.encoder
     trainer = build_trainer(cfg)
     calls = EncoderCalls(module.encoder.model)
     trainer.callbacks.append(calls)
