@@ -97,6 +97,16 @@ class Checkpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_now(trainer)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A run resumed from a checkpoint of this folder continues its ``last.ckpt`` (replaced as
+        before), even when that checkpoint's saved state names no last file (``last.ckpt`` was a link
+        to a periodic save); a ``last.ckpt`` of another run in the folder is kept (``last-v1.ckpt``)."""
+        super().on_train_start(trainer, pl_module)
+        resumed, last = trainer.ckpt_path, Path(self.dirpath or "") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if resumed and self.dirpath and Path(resumed).resolve().parent == Path(self.dirpath).resolve() \
+                and (last.is_symlink() or last.exists()):
+            self.last_model_path = str(last)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if trainer.is_global_zero and self.dirpath:
@@ -507,3 +517,19 @@ class RuntimeSkips(L.Callback):
         note = getattr(trainer.datamodule, "note_runtime_skips", None)
         if note is not None:
             note(trainer.current_epoch, skipped, samples)
+
+
+WANDB_RUN_ID = "wandb_run_id"  # the checkpoint key
+
+
+class WandbRunId(L.Callback):
+    """Writes the W&B run's id into every checkpoint (``wandb_run_id``), so that a resumed run logs
+    into the same W&B run (``training.run_training`` reads it back). Added by ``build_trainer``
+    whenever a W&B logger is configured."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.version:
+                checkpoint[WANDB_RUN_ID] = str(logger.version)

@@ -74,10 +74,35 @@ def is_export(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / GENERATOR_FILE).is_file()
 
 
+HF_PREFIX = "hf://"
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A local path as given, or ``hf://user/repo[@revision]``: that Hugging Face Hub repository (an
+    export folder, ``export.py push_to_hub=...``) through ``huggingface_hub``, which downloads it
+    once into its cache; offline (``HF_HUB_OFFLINE=1``, or no network) the cached copy is used."""
+    text = str(source)
+    if not text.startswith(HF_PREFIX):
+        return Path(text)
+    repo, _, revision = text[len(HF_PREFIX):].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise GenerationError(f"{text!r}: a Hub model is hf://user/repo or hf://user/repo@revision")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, library_name="gan-ga"))
+    except Exception as err:  # noqa: BLE001 - network, auth, missing repo: one message with the fix
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise GenerationError(f"{text!r}: could not fetch it from the Hugging Face Hub ({type(err).__name__}: "
+                              f"{first}). Check the name and your access (`huggingface-cli login`); offline, "
+                              "a copy fetched before is used (HF_HUB_OFFLINE=1)") from err
+
+
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> TextToImageGAN:
-    """A training checkpoint (``RUN/checkpoints/last.ckpt``) or an export folder -> the module on
-    ``device`` in eval mode. Raises :class:`GenerationError` naming ``ckpt_path`` and the fix."""
-    path = Path(ckpt_path)
+    """A training checkpoint (``RUN/checkpoints/last.ckpt``), an export folder or ``hf://user/repo``
+    (an export folder on the Hub, :func:`resolve_source`) -> the module on ``device`` in eval mode.
+    Raises :class:`GenerationError` naming ``ckpt_path`` and the fix."""
+    path = resolve_source(ckpt_path)
     if path.is_dir():
         try:
             return load_exported(path, device)

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_modules.checkpointing import AtomicCheckpointIO, resolve_resume
 from lightning_modules.config_checks import validate
@@ -112,8 +112,14 @@ def start_loggers(loggers: list, output_dir: str) -> list:
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lightning_modules.callbacks import WandbRunId
+
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = start_loggers(_instantiate_group(cfg.get("logger")), str(cfg.paths.output_dir))
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        callbacks.append(WandbRunId())
     return instantiate(cfg.trainer, strategy=resolve_strategy(cfg.trainer), precision=resolve_precision(cfg.trainer),
                        callbacks=callbacks,
                        logger=loggers or False, plugins=[AtomicCheckpointIO()], **overrides)
@@ -142,6 +148,20 @@ def build_data_and_module(cfg: DictConfig) -> tuple[L.LightningDataModule, L.Lig
     return datamodule, build_module(cfg, encoder=encoder)
 
 
+def continue_wandb_run(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """A resumed run logs into the W&B run its checkpoint was logged under (the id the checkpoint
+    holds, ``callbacks.WandbRunId``), unless ``logger.wandb.id`` is set."""
+    if not ckpt_path or OmegaConf.select(cfg, "logger.wandb._target_") is None or cfg.logger.wandb.get("id"):
+        return
+    from lightning_modules.callbacks import WANDB_RUN_ID
+
+    run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(WANDB_RUN_ID)
+    if run_id:
+        with open_dict(cfg):
+            cfg.logger.wandb.id = str(run_id)
+        rank_zero_info(f"gan-ga: continuing W&B run {run_id}")
+
+
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Validate, build, fit; return the final logged metrics (floats).
 
@@ -155,6 +175,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if resume is None and cfg.get("ckpt_path") is None and under_submitit("slurm"):
         resume = "auto"  # a requeued job continues from its own folder's last.ckpt
     ckpt_path = resolve_resume(resume, cfg.get("ckpt_path"), cfg.paths.output_dir, warn=rank_zero_info)
+    continue_wandb_run(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module = build_data_and_module(cfg)
     trainer = build_trainer(cfg)
