@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_modules.checkpointing import nonfinite, remove_stray_tmp
 from gan_ga_utils.errors import ConfigError, MetricsError
 from gan_ga_utils.files import write_text
+from lightning_modules.checkpointing import nonfinite, remove_stray_tmp
 from lightning_modules.sampling import labelled_grid, save_png, side_by_side, to_uint8
 
 

@@ -23,9 +23,9 @@ from typing import Any, Iterable, Iterator
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from datamodules.resumable import ResumableDataModule
 from gan_ga_utils.errors import CheckpointError
 from gan_ga_utils.files import atomic_write
-
 
 DIGEST_KEY = "gan_ga_digest"
 
@@ -291,3 +291,14 @@ def restore_rng_states(state: dict) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def upgrade_data_position(checkpoint: dict, datamodule) -> None:
+    """A checkpoint written before the data module kept its training position (its ``state_dict``,
+    :class:`~datamodules.resumable.ResumableDataModule`) gets one from the module's ``batches_seen``,
+    in place, so that a resumed run still reads the batch it would have read next. Lightning
+    restores the data module's state after the module's ``on_load_checkpoint``, which calls this."""
+    seen = (checkpoint.get("gan_ga") or {}).get("batches_seen")
+    key = type(datamodule).__qualname__
+    if isinstance(datamodule, ResumableDataModule) and key not in checkpoint and seen is not None:
+        checkpoint[key] = {"batches_trained": int(seen)}

@@ -15,8 +15,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from gan_ga_utils.checks import Problems
-from lightning_modules.components.generators import IMAGE_SIZES
 from gan_ga_utils.errors import ConfigError
+from lightning_modules.components.generators import IMAGE_SIZES
 
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 

@@ -39,8 +39,8 @@ import torch
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request  # module level: FastAPI resolves the handlers' annotations here
 
-from lightning_modules.components.text_encoders import TextFeatures
 from gan_ga_utils.errors import ConfigError, GenerationError
+from lightning_modules.components.text_encoders import TextFeatures
 from lightning_modules.loading import load_module
 from lightning_modules.sampling import sample_noise, side_by_side, to_uint8
 

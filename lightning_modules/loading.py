@@ -25,10 +25,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.checkpointing import read_checkpoint
 from gan_ga_utils.errors import CheckpointError, ConfigError, ExportError, GenerationError, UserError
-from lightning_modules.file_config import checked_file_config
 from gan_ga_utils.files import sha256_file
+from lightning_modules.checkpointing import read_checkpoint
+from lightning_modules.file_config import checked_file_config
 
 if TYPE_CHECKING:
     from lightning_modules.text_to_image_gan import TextToImageGAN

@@ -12,13 +12,17 @@ Lazy regularisation (``gp_every`` = k > 1, StyleGAN2-ADA's scheme): the MA-GP le
 runs as its own D step (weight x k) every k batches; D's Adam then steps k + 1 times per k batches,
 so its learning rate is multiplied by k / (k + 1) and its betas raised to that power.
 
-Divergence guard: an update whose loss or gradient is not finite is skipped (``train/skipped_d`` /
-``train/skipped_g`` count them); after ``max_bad_batches`` batches in a row with a skipped update,
-training stops with :class:`DivergenceError`. The decision stays on the device (no host sync per
-step on a GPU): gradients are checked in ``on_before_optimizer_step``, after a 16-mixed GradScaler
-has unscaled them, and a bad step is skipped by the scaler, by fused Adam's ``found_inf`` or, for
-other optimizers, by dropping the gradients. The streak is read on the host every batch on a CPU
-and every ``trainer.log_every_n_steps`` batches on an accelerator.
+Each phase reads one :class:`BatchInputs` (images, text features, caption matches, mismatch
+indices, the data set's negatives), built once per batch by ``batch_inputs``.
+
+Divergence guard: every update goes through ``self.guard``, an :class:`UpdateGuard`
+(``lightning_modules/update_guard.py``): ``norm, ok = self.guard.step(optimizer, loss)`` steps
+unless the loss or gradient is not finite, clips by ``grad_clip_val`` and returns device tensors
+(no host sync per step on a GPU with fused Adam); ``on_before_optimizer_step`` hands it the
+gradients after a 16-mixed GradScaler has unscaled them. Skipped updates are counted in
+``train/skipped_d`` / ``train/skipped_g``; after ``max_bad_batches`` batches in a row with a skipped
+update, training stops with :class:`DivergenceError`. The streak is read on the host every batch
+on a CPU and every ``trainer.log_every_n_steps`` batches on an accelerator.
 
 Speed switches (see ``benchmarks/throughput.py``): ``compile`` (torch.compile of G and D; the
 double-backward MA-GP step stays eager), ``channels_last`` (memory format of G, D and images),
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import lightning as L
@@ -36,12 +41,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from lightning_modules.checkpointing import divergence_message, restore_rng_states, rng_states
 from gan_ga_utils.checks import Problems, check
+from gan_ga_utils.errors import CheckpointError, DivergenceError
+from lightning_modules.checkpointing import (
+    divergence_message,
+    restore_rng_states,
+    rng_states,
+    upgrade_data_position,
+)
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
-from gan_ga_utils.errors import CheckpointError, DivergenceError
 from lightning_modules.losses import (
     LOSS_NAMES,
     RELATIVISTIC,
@@ -52,7 +62,7 @@ from lightning_modules.losses import (
     zero_centered_penalty,
 )
 from lightning_modules.sampling import Noise, sample_noise, seed_for
-from lightning_modules.strategies import average_gradients
+from lightning_modules.update_guard import UpdateGuard, count_skips
 
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -63,10 +73,6 @@ def _arguments(node: Any) -> dict:
     if keywords is not None:
         return dict(keywords)
     return {} if node is None or callable(node) else dict(node)
-
-
-def _params_with_grad(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
 def lazy_regularization_ratio(gp_every: int) -> float:
@@ -92,6 +98,26 @@ class CompiledOrEager:
                               "running it eagerly (model.compile=false hides this warning)", stacklevel=2)
                 self.compiled = None
         return self.fn(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """What the phases of one training batch read, built once by ``TextToImageGAN.batch_inputs``:
+    the real images, their captions' features, which captions are true of which image
+    (:class:`Matches`), each image's mismatched caption index (into the captions, then the
+    negatives), and the data set's own negative captions (None without them)."""
+
+    images: torch.Tensor
+    text: TextFeatures
+    matches: Matches
+    mismatch: torch.Tensor
+    negatives: TextFeatures | None = None
+
+    @classmethod
+    def plain(cls, images: torch.Tensor, text: TextFeatures) -> "BatchInputs":
+        """Each image true of its own caption only, mismatched with the next image's; no negatives."""
+        n = images.shape[0]
+        return cls(images, text, Matches.identity(n, n, images.device), torch.arange(n, device=images.device).roll(1))
 
 
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay", "momentum")
@@ -176,6 +202,7 @@ class TextToImageGAN(L.LightningModule):
         self.gp_weight, self.gp_power, self.gp_every = gp_weight, gp_power, gp_every
         self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
         self.grad_clip_val = grad_clip_val
+        self.guard = UpdateGuard(self, grad_clip_val)  # every update: backward, check, clip, step or skip
         self.max_bad_batches = max_bad_batches
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
         self.contrastive_temperature = contrastive_temperature
@@ -192,7 +219,6 @@ class TextToImageGAN(L.LightningModule):
         self.register_buffer("skipped_d", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped_g", torch.zeros((), dtype=torch.long))
         self.register_buffer("bad_streak", torch.zeros((), dtype=torch.long))
-        self._guard: dict[str, torch.Tensor] = {}
         self.register_buffer("sample_z", sample_noise(samples_per_prompt, z_dim, seed=seed_for(seed, Noise.VAL)))
         self._last_step_time: float | None = None
 
@@ -236,38 +262,38 @@ class TextToImageGAN(L.LightningModule):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images, text, negatives, matches, mismatch = self.batch_inputs(batch)
+        inputs = self.batch_inputs(batch)
         # reuse_fake (DF-GAN's loop): one generator forward per batch; D judges its detached output,
         # then the G step back-propagates through the same images (judged by the updated D)
-        fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
-        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, lambda critic: fake, mismatch, matches, negatives)
+        fake = self.fast("generator")(self.noise(len(inputs.text), Noise.G), inputs.text) if self.reuse_fake else None
+        d_logs, d_ok = self.discriminator_phase(inputs, opt_d, lambda critic: fake)
         with self.toggled_optimizer(opt_g):
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives, images)
-        self.end_batch(d_logs, g_logs, d_ok, g_ok, images.shape[0])
+            g_logs, g_ok = self.generator_step(inputs, opt_g, fake)
+        self.end_batch(d_logs, g_logs, d_ok, g_ok, inputs.images.shape[0])
 
-    def batch_inputs(self, batch: dict) -> tuple[torch.Tensor, TextFeatures, TextFeatures | None, torch.Tensor,
-                                                 torch.Tensor]:
-        """(images, text features, the data set's negatives or None, caption matches, mismatch indices)."""
+    def batch_inputs(self, batch: dict) -> BatchInputs:
+        """The batch's images, text features, caption matches, mismatch indices and the data set's
+        negatives, once for every phase."""
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         text, negatives = self.text_of(batch), self.negatives_of(batch)
         matches, mismatch = self.pairs(batch, text, negatives)
-        return images, text, negatives, matches, mismatch
+        return BatchInputs(images, text, matches, mismatch, negatives)
 
-    def discriminator_phase(self, images: torch.Tensor, text: TextFeatures, optimizer,
-                            fake_of: Callable[[int], torch.Tensor | None], mismatch: torch.Tensor,
-                            matches: Matches, negatives: TextFeatures | None) -> tuple[dict, torch.Tensor]:
+    def discriminator_phase(self, inputs: BatchInputs, optimizer,
+                            fake_of: Callable[[int], torch.Tensor | None]) -> tuple[dict, torch.Tensor]:
         """``n_critic`` D steps (``fake_of(critic)``: D's fakes of that step, None: fresh ones), then
-        the lazy MA-GP step on its batches. Returns (logs, every step taken)."""
+        the lazy MA-GP step on its batches. D reads the captions detached (a trainable encoder learns
+        through G only). Returns (logs, every step taken)."""
+        inputs = replace(inputs, text=inputs.text.detach())
         ok_all = torch.ones((), dtype=torch.bool, device=self.device)
         with self.toggled_optimizer(optimizer):
             for critic in range(self.n_critic):
-                logs, ok = self.discriminator_step(images, text.detach(), optimizer, critic, fake_of(critic), mismatch,
-                                                   matches, negatives)
+                logs, ok = self.discriminator_step(inputs, optimizer, critic, fake_of(critic))
                 ok_all = ok_all & ok
             if self.gp_weight > 0 and self.gp_every > 1 and self._batches % self.gp_every == 0:
-                reg_logs, ok = self.regularization_step(images, text.detach(), optimizer)
+                reg_logs, ok = self.regularization_step(inputs, optimizer)
                 logs, ok_all = {**logs, **reg_logs}, ok_all & ok
         return logs, ok_all
 
@@ -282,16 +308,13 @@ class TextToImageGAN(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         self._log_training(d_logs, g_logs, opt_g, opt_d, batch_size)
 
-    def discriminator_step(self, images: torch.Tensor, text: TextFeatures, optimizer, critic: int,
-                           fake: torch.Tensor | None = None, mismatch: torch.Tensor | None = None,
-                           matches: Matches | None = None,
-                           negatives: TextFeatures | None = None) -> tuple[dict, torch.Tensor]:
-        """Real/matching pairs -> real; fakes and real/mismatched pairs -> fake (+ MA-GP, + the
-        contrastive term of the real images against the batch's captions and ``negatives``)."""
+    def discriminator_step(self, inputs: BatchInputs, optimizer, critic: int,
+                           fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+        """Real/matching pairs -> real; fakes (``fake``, or fresh ones of the captions) and
+        real/mismatched pairs -> fake (+ MA-GP, + the contrastive term of the real images against the
+        batch's captions and negatives)."""
+        images, text, negatives = inputs.images, inputs.text, inputs.negatives
         n = images.shape[0]
-        mismatch = torch.arange(n, device=self.device).roll(1) if mismatch is None else mismatch
-        if matches is None:
-            matches = Matches.identity(n, 2 * n if negatives is not None else n, self.device)
         if fake is None:
             with torch.no_grad():
                 fake = self.fast("generator")(self.noise(n, Noise.D, critic), text)
@@ -304,28 +327,29 @@ class TextToImageGAN(L.LightningModule):
         captions = text if negatives is None else TextFeatures.cat([text, negatives])
         sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
         real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
-                                             captions.tokens, captions.mask, mismatch)
+                                             captions.tokens, captions.mask, inputs.mismatch)
         fake_logits, _, _ = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), text.pooled, text.tokens,
                                   text.mask)
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if self.contrastive_weight > 0:
-            terms["contrastive"] = contrastive_loss(similarity, matches.of_images, self.contrastive_temperature)
+            terms["contrastive"] = contrastive_loss(similarity, inputs.matches.of_images, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * terms["contrastive"]
         if use_gp:
             terms["gp"] = matching_aware_gradient_penalty(real, images, sentence, weight=self.gp_weight,
                                                           power=self.gp_power)
             loss = loss + terms["gp"]
-        terms["grad_norm"], ok = self._step(optimizer, loss)
+        terms["grad_norm"], ok = self.guard.step(optimizer, loss)
         terms["margin"] = real.mean() - fake_logits.mean()
         terms["loss"] = loss
         return {f"d_{k}": v.detach() for k, v in terms.items() if k != "total"}, ok
 
-    def regularization_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor]:
+    def regularization_step(self, inputs: BatchInputs, optimizer) -> tuple[dict, torch.Tensor]:
         """Lazy penalty (``gp_every`` > 1), weighted by ``gp_every``, as its own D step: the MA-GP on
         real pairs, or with ``loss=relativistic`` R3GAN's zero-centred R1 (real pairs, image and
         sentence) + R2 (fakes of the same captions), ``gp_weight`` their gamma."""
-        images = images.detach().requires_grad_(True)
+        text = inputs.text
+        images = inputs.images.detach().requires_grad_(True)
         sentence = text.pooled.detach().requires_grad_(True)
         real = self.discriminator(self.d_input(images, Noise.AUG_REAL), sentence, text.tokens, text.mask)  # eager
         weight = self.gp_weight * self.gp_every
@@ -339,15 +363,15 @@ class TextToImageGAN(L.LightningModule):
                   + zero_centered_penalty(fake_logits, (fake,), weight=weight))
         else:
             gp = matching_aware_gradient_penalty(real, images, sentence, weight=weight, power=self.gp_power)
-        norm, ok = self._step(optimizer, gp, counted=False)
+        norm, ok = self.guard.step(optimizer, gp, counted=False)  # global_step stays n_critic + 1 per batch
         return {"d_gp": gp.detach(), "d_gp_grad_norm": norm}, ok
 
-    def generator_step(self, text: TextFeatures, optimizer, fake: torch.Tensor | None = None,
-                       matches: Matches | None = None, negatives: TextFeatures | None = None,
-                       images: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
-        """Fakes judged by D against their captions (+ the contrastive term: each fake must match its
-        own caption better than the batch's other captions and ``negatives``). D reads the text
-        detached: a trainable encoder learns only through G."""
+    def generator_step(self, inputs: BatchInputs, optimizer,
+                       fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+        """Fakes (``fake``, or fresh ones) judged by D against their captions (+ the contrastive term:
+        each fake must match its own caption better than the batch's other captions and negatives).
+        D reads the text detached: a trainable encoder learns only through G."""
+        text, negatives, images = inputs.text, inputs.negatives, inputs.images
         if fake is None:
             fake = self.fast("generator")(self.noise(len(text), Noise.G), text)
         judged = text.detach() if negatives is None else TextFeatures.cat([text.detach(), negatives.detach()])
@@ -365,12 +389,10 @@ class TextToImageGAN(L.LightningModule):
             loss = loss + self.diversity_weight * seeking
             logs["g_mode_seeking"] = seeking.detach()
         if self.contrastive_weight > 0:
-            if matches is None:
-                matches = Matches.identity(len(text), len(judged), self.device)
-            contrastive = contrastive_loss(similarity, matches.of_captions, self.contrastive_temperature)
+            contrastive = contrastive_loss(similarity, inputs.matches.of_captions, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * contrastive
             logs["g_contrastive"] = contrastive.detach()
-        norm, ok = self._step(optimizer, loss)
+        norm, ok = self.guard.step(optimizer, loss)
         return {**logs, "g_loss": loss.detach(), "g_grad_norm": norm}, ok
 
     def mode_seeking(self, text: TextFeatures, features) -> torch.Tensor:
@@ -394,70 +416,13 @@ class TextToImageGAN(L.LightningModule):
                   chord(features.pooled, twin_features.pooled)]
         return -sum(chords) / len(chords)
 
-    def _step(self, optimizer, loss: torch.Tensor, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backward and step. ``on_before_optimizer_step`` (below) measures the gradient, clips it and
-        skips the update when the loss or gradient is not finite. Returns (gradient norm, stepped),
-        both device tensors. An uncounted step (the lazy penalty) leaves Lightning's ``global_step``
-        alone, so step-based settings (``max_steps``, checkpoint intervals) keep n_critic + 1 per batch."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._guard = {"loss": loss.detach()}
-        raw = getattr(optimizer, "optimizer", optimizer)
-        if counted or self._trainer is None:
-            optimizer.step()
-        else:  # the same path as LightningOptimizer.step (precision plugin, hooks), minus the step count
-            self.trainer.strategy.optimizer_step(raw, closure=lambda: None, model=self)
-        if getattr(raw, "found_inf", None) is not None and "found_inf" in self._guard:
-            del raw.found_inf
-        return self._guard["norm"], self._guard["ok"]
-
-    def _grad_scaler(self):
-        if self._trainer is None:
-            return None
-        return getattr(self.trainer.precision_plugin, "scaler", None)
-
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Runs inside ``optimizer.step()``, after a GradScaler's ``unscale_``: the norm and clipping
-        see true gradients. A bad step is skipped without reading the device on the host where the
-        optimizer allows it."""
-        if "loss" not in self._guard:  # a step not taken through _step
-            return
-        raw = getattr(optimizer, "optimizer", optimizer)
-        params = _params_with_grad(raw)
-        if self._trainer is not None and getattr(self.trainer.strategy, "averages_gradients_in_module", False):
-            average_gradients(params, self.trainer.world_size)  # ddp_gan: no DDP wrapper averaged them
-        grads = [p.grad for p in params]
-        scaler = self._grad_scaler()
-        still_scaled = scaler is not None and getattr(raw, "_step_supports_amp_scaling", False)  # fused Adam unscales in step
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
-        if still_scaled:  # the scale as a device tensor (get_scale() would read it on the host)
-            norm = norm / scaler._get_scale_async().to(norm.device)
-        ok = torch.isfinite(self._guard["loss"]).all() & torch.isfinite(norm)
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank takes the same decision
-            flag = ok.to(torch.int32)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)  # a collective, not a host read
-            ok = flag.bool()
-        self._guard.update(norm=norm.detach(), ok=ok)
-        factor = None
-        if self.grad_clip_val > 0:  # by norm, like torch.nn.utils.clip_grad_norm_
-            factor = torch.clamp(self.grad_clip_val / (norm + 1e-6), max=1.0)
-        if scaler is not None:  # the scaler sees an inf, skips the step and lowers its scale
-            bad = torch.where(ok, 1.0, float("nan"))
-            factor = bad if factor is None else factor * bad
-        elif getattr(raw, "_step_supports_amp_scaling", False):  # fused Adam: skipped on the device
-            raw.found_inf = (~ok).float()
-            self._guard["found_inf"] = raw.found_inf
-        elif not bool(ok):  # other optimizers: one host read (free on a CPU), then no gradient = no update
-            for p in params:
-                p.grad = None
-            return
-        if factor is not None and grads:
-            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+        """Runs inside ``optimizer.step()``, after a 16-mixed GradScaler's ``unscale_``: the update
+        guard measures, clips and decides there (``lightning_modules/update_guard.py``)."""
+        self.guard.check(optimizer)
 
     def _count_skips(self, d_ok: torch.Tensor, g_ok: torch.Tensor) -> None:
-        self.skipped_d += (~d_ok).long()
-        self.skipped_g += (~g_ok).long()
-        self.bad_streak.copy_((self.bad_streak + 1) * (~(d_ok & g_ok)).long())
+        count_skips(self.skipped_d, self.skipped_g, self.bad_streak, d_ok, g_ok)
         check = self.device.type == "cpu" or self._trainer is None or self._batches % self.trainer.log_every_n_steps == 0
         if check and int(self.bad_streak) >= self.max_bad_batches:
             raise DivergenceError(divergence_message(self))
@@ -667,3 +632,4 @@ class TextToImageGAN(L.LightningModule):
                                   + (f" (differences: {'; '.join(changed[:8])})" if changed else ""))
         if (checkpoint.get("gan_ga") or {}).get("rng"):
             restore_rng_states(checkpoint["gan_ga"]["rng"])
+        upgrade_data_position(checkpoint, self.trainer.datamodule if self._trainer is not None else None)

@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gan_ga_utils.errors import ConfigError
 from lightning_modules.checkpointing import AtomicCheckpointIO, resolve_resume
 from lightning_modules.config_checks import validate
-from gan_ga_utils.errors import ConfigError
 from lightning_modules.loading import build, build_module
 from lightning_modules.strategies import GANDDPStrategy  # noqa: F401 - registers ddp_gan / ddp_gan_spawn
 

@@ -20,8 +20,8 @@ generator (any fusion, unchanged) decodes (z, c): from a posterior sample z = mu
 E's optimizer: E is a second param group of G's optimizer (same learning rate and betas). That is
 the simplest choice that keeps exact resume: Lightning saves and restores that optimizer's state,
 groups included, with nothing added; a scheduler on G drives E too, and the ``ddp_gan`` strategy
-averages every gradient a step has. The VAE phase is a step of that optimizer taken through
-``_step`` with ``counted=False`` (as the lazy MA-GP is): the divergence guard, clipping and the
+averages every gradient a step has. The VAE phase is a step of that optimizer taken through the
+update guard with ``counted=False`` (as the lazy MA-GP is): the divergence guard, clipping and the
 precision plugin apply (a skipped VAE update counts in ``train/skipped_g``), and ``global_step``
 stays ``n_critic + 1`` per batch, so ``trainer.max_steps`` means the same batches as for the GANs.
 """
@@ -117,7 +117,8 @@ class VAEGAN(TextToImageGAN):
     # ------------------------------------------------------------------ the step, in reading order
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        images, text, negatives, matches, mismatch = self.batch_inputs(batch)
+        inputs = self.batch_inputs(batch)
+        images, text = inputs.images, inputs.text
         with self.toggled_optimizer(opt_g):  # VAE phase: E and G reconstruct the batch
             vae_logs, vae_ok, recon = self.vae_step(images, text, opt_g)
         fake = self.fast("generator")(self.noise(len(text), Noise.G), text) if self.reuse_fake else None
@@ -125,16 +126,16 @@ class VAEGAN(TextToImageGAN):
         def fakes(critic: int) -> torch.Tensor:  # D phase: prior samples and reconstructions are fakes
             return self.d_fakes(self.prior_sample(text, critic) if fake is None else fake.detach(), recon)
 
-        d_logs, d_ok = self.discriminator_phase(images, text, opt_d, fakes, mismatch, matches, negatives)
+        d_logs, d_ok = self.discriminator_phase(inputs, opt_d, fakes)
         with self.toggled_optimizer(opt_g):  # G phase: prior samples through D
-            g_logs, g_ok = self.generator_step(text, opt_g, fake, matches, negatives, images)
+            g_logs, g_ok = self.generator_step(inputs, opt_g, fake)
         self.end_batch(d_logs, {**vae_logs, **g_logs}, d_ok, g_ok & vae_ok, images.shape[0])
 
     def vae_step(self, images: torch.Tensor, text: TextFeatures, optimizer) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """The VAE losses, one uncounted step of G's optimizer (E and G); returns (logs, stepped,
         the reconstructions, detached, for D)."""
         terms, recon = self.vae_losses(images, text)
-        norm, ok = self._step(optimizer, terms["loss"], counted=False)
+        norm, ok = self.guard.step(optimizer, terms["loss"], counted=False)
         logs = {f"vae_{k}": v.detach() for k, v in terms.items()}
         logs.update(vae_grad_norm=norm, vae_kl_weight=self.current_kl_weight())
         return logs, ok, recon.detach()

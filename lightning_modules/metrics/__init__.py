@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 import torch
 
 from datamodules.shapes import SUBSETS
-from lightning_modules.metrics.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 from gan_ga_utils.distributed import rank_zero_first
 from gan_ga_utils.errors import MetricsError
 from lightning_modules.metrics import caption_accuracy, clip, inception, reference
+from lightning_modules.metrics.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 
 Tensors = dict[str, torch.Tensor]
 READS = {"oracle": ("oracle_pred", "oracle_conf", "oracle_pose", "oracle_feat"), "inception": ("pool", "logits"),

@@ -24,8 +24,8 @@ import torch
 
 from datamodules import shapes
 from datamodules.shapes import ATTRIBUTES, SUBSETS, Scene
-from lightning_modules.metrics.shapes_oracle import HEADS, ShapesOracle, decode_pose, read_scenes
 from lightning_modules.metrics.frechet import frechet_distance
+from lightning_modules.metrics.shapes_oracle import HEADS, ShapesOracle, decode_pose, read_scenes
 
 PROMPTS = 8  # prompts per diversity block
 PER_PROMPT = 64  # samples of each prompt
