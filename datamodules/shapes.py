@@ -28,6 +28,7 @@ composition in an unseen template, with unseen words where the vocabulary has th
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -405,6 +406,12 @@ class ShapesDataset(Dataset):
         self.negative_weights = None if negative_weights is None else tuple(float(w) for w in negative_weights)
         self.open_probability = float(open_probability)
 
+    def with_length(self, length: int) -> ShapesDataset:
+        """The same data set (same class and settings) with ``length`` samples: evaluation's longer split."""
+        other = copy.copy(self)
+        other.length = length
+        return other
+
     def subset_of(self, index: int) -> str:
         return "seen" if self.split == "train" else SUBSETS[index % len(SUBSETS)]
 
@@ -449,6 +456,8 @@ class ShapesDataModule(ResumableDataModule):
     """The default data: rendered on the fly in the loader workers. Under DDP Lightning's
     DistributedSampler gives each rank different indices."""
 
+    dataset_class = ShapesDataset  # datamodules/shapes_pairs.py: the relation scenes' subclass
+
     def __init__(
         self,
         *,
@@ -477,10 +486,10 @@ class ShapesDataModule(ResumableDataModule):
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects,
                   open_probability=open_probability)
         self.datasets = {
-            "train": ShapesDataset(split="train", length=train_size, negatives=negatives,
-                                   negative_weights=negative_weights, **kw),
-            "val": ShapesDataset(split="val", length=val_size, **kw),
-            "test": ShapesDataset(split="test", length=test_size, **kw),
+            "train": self.dataset_class(split="train", length=train_size, negatives=negatives,
+                                        negative_weights=negative_weights, **kw),
+            "val": self.dataset_class(split="val", length=val_size, **kw),
+            "test": self.dataset_class(split="test", length=test_size, **kw),
         }
 
     @classmethod

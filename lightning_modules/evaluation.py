@@ -78,15 +78,13 @@ def eval_set(datamodule, split: str, n: int, seed: int, diversity: bool = True) 
     """``n`` captions of a split and their real images: see the module's docstring. On shapes, with
     ``diversity``, the diversity blocks follow (``metrics/caption_accuracy.py``): each of their
     prompts ``PER_PROMPT`` times, the real image of each a fresh render of what the prompt describes."""
-    from datamodules.shapes import ShapesDataModule, ShapesDataset, redraw, render
+    from datamodules.shapes import ShapesDataModule, redraw, render
 
     if isinstance(datamodule, ShapesDataModule):
         from lightning_modules.metrics.caption_accuracy import PER_PROMPT, diversity_prompts
 
         base = datamodule.datasets[split]
-        dataset = ShapesDataset(split=split, length=max(base.length, n), image_size=base.image_size, seed=base.seed,
-                                min_objects=base.min_objects, max_objects=base.max_objects,
-                                open_probability=base.open_probability)
+        dataset = base.with_length(max(base.length, n))  # its class: relation scenes too (shapes_pairs.py)
         picks = subset(dataset.length, n, seed)
         samples = [dataset.sample(i) for i in picks]
         blocks = {"main": (0, len(samples))}

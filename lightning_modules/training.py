@@ -199,7 +199,10 @@ def optimized_metric(cfg: DictConfig) -> str:
     name = str(cfg.get("optimized_metric") or "auto")
     if name != "auto":
         return name
-    if str(OmegaConf.select(cfg, "data._target_", default="")).endswith("ShapesDataModule"):
+    target = str(OmegaConf.select(cfg, "data._target_", default=""))
+    if target.endswith("PairsShapesDataModule"):  # relation scenes: the pairs metrics
+        return "metrics/pairs/scene"
+    if target.endswith("ShapesDataModule"):
         return "metrics/caption_accuracy"
     if OmegaConf.select(cfg, "callbacks.sample_metrics.inception_weights", default=None):
         return "metrics/fid"

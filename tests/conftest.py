@@ -71,10 +71,13 @@ def compose_train(output_dir: Path, overrides: list[str] = ()):
 
 def run_script(script: str, *args: str, cwd: Path, timeout: int = 300,
                pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
-    """Run one of the project's entry points as a user would."""
+    """Run one of the project's entry points as a user would, in a process of its own: a fork of a
+    process that has imported the third-party libraries (tests/zygote.py; GAN_GA_TESTS_NO_ZYGOTE=1:
+    a fresh interpreter)."""
+    import zygote
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, *pythonpath)))}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return zygote.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def random_inception_file(path: Path) -> Path:
@@ -111,7 +114,7 @@ def export_and_generate_alike(ckpt: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     # the tiny test encoder has random weights, so they are part of the model and exported too
     assert {p.name for p in out.iterdir()} == {"generator_ema.safetensors", "encoder.safetensors", "config.yaml",
-                                               "export.json"}
+                                               "export.json", "samples.png", "README.md"}
     images = {}
     for name, source in (("ckpt", ckpt), ("export", out)):
         result = run_script("generate.py", f"ckpt_path={source}", "prompts=[a red circle]", "num_per_prompt=2",
@@ -132,6 +135,12 @@ def assert_same_ema_generator(a, b) -> None:
 
 
 @pytest.fixture(scope="session")
+def random_inception(tmp_path_factory) -> Path:
+    """One random_inception_file per test session (building it takes seconds); tests only read it."""
+    return random_inception_file(tmp_path_factory.mktemp("inception") / "inception.pth")
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A short real training (tiny encoder, 32x32) with checkpoints and a sample grid."""
     from lightning_modules.training import run_training
@@ -142,13 +151,29 @@ def trained_run(tmp_path_factory):
     return out
 
 
+# A shapes oracle trained in seconds: it reads colour, size and position well and shape poorly. Enough
+# for the tests of what reads an oracle (training metrics, evaluate.py, sweeps, loggers).
+QUICK_ORACLE = {"images": 4000, "epochs": 2}
+
+
 @pytest.fixture(scope="session")
 def oracle_cache(tmp_path_factory) -> Path:
-    """A cache folder holding the shapes oracle, trained once per test session."""
+    """A cache folder holding a shapes oracle of the QUICK_ORACLE recipe, trained once per test session."""
     from lightning_modules.metrics.shapes_oracle import load_or_train
 
     cache = tmp_path_factory.mktemp("oracle_cache")
-    load_or_train(cache)
+    load_or_train(cache, log=lambda *_: None, **QUICK_ORACLE)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def full_oracle_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the shapes oracle of the default recipe (minutes of training): for the
+    slow tests of its accuracy."""
+    from lightning_modules.metrics.shapes_oracle import load_or_train
+
+    cache = tmp_path_factory.mktemp("full_oracle_cache")
+    load_or_train(cache, log=lambda *_: None)
     return cache
 
 

@@ -119,9 +119,9 @@ def rank_zero_first_outcomes(fabric, folder: str) -> dict:
 def oracle_setup_outcome(fabric, folder: str) -> str:
     """``SampleMetrics.setup`` (caption accuracy on shapes) when training the shapes oracle fails on
     process 0: this rank's outcome (the error propagates)."""
-    from lightning_modules.metrics import shapes_oracle
     from datamodules.shapes import ShapesDataModule
     from lightning_modules.callbacks import SampleMetrics
+    from lightning_modules.metrics import shapes_oracle
 
     def train_oracle(**kwargs):
         if fabric.global_rank == 0:

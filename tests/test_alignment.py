@@ -216,7 +216,6 @@ def test_negative_weights_choose_which_attribute_changes():
                                          ("2", False)])
 def test_negative_weights_from_the_command_line(tmp_path, weights, ok):
     from conftest import compose_train
-
     from gan_ga_utils.errors import ConfigError
     from lightning_modules.loading import build
 

@@ -3,11 +3,11 @@ names a key out of place."""
 
 from __future__ import annotations
 
-import caption_layouts as layouts
 import pytest
 import torch
-from conftest import compose_train
 
+import caption_layouts as layouts
+from conftest import compose_train
 from datamodules.batch import KEYS, REQUIRED, check_batch
 from gan_ga_utils.errors import DataError
 from lightning_modules.training import build_data_and_module

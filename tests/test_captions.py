@@ -6,13 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import caption_layouts as layouts
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
 from PIL import Image
 
+import caption_layouts as layouts
+from conftest import run_script
 from datamodules.captions import (
     CaptionedImageDataset,
     DataError,
@@ -65,7 +65,6 @@ def test_training_runs_on_each_layout(tmp_path, layout):
     """Each layout through the training entry point in this process (the command line's own path is
     tested once, below)."""
     from conftest import compose_train
-
     from lightning_modules.training import run_training
 
     overrides, expect = _layout(layout, tmp_path / "data")
@@ -422,7 +421,6 @@ def test_a_tar_with_one_corrupt_member_trains_3_epochs_with_one_runtime_skip_per
     import csv
 
     from conftest import compose_train
-
     from lightning_modules.training import run_training
 
     root = tmp_path / "tars"

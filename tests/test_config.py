@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_train, run_script
 
+from conftest import compose_train, run_script
 from lightning_modules.config_checks import ConfigError, validate
 
 

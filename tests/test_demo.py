@@ -195,8 +195,8 @@ def test_a_request_whose_client_left_before_its_turn_is_not_computed(client):
 @pytest.mark.integration
 @pytest.mark.parametrize("value", [0, -1, "abc", 2.5, True])
 def test_max_queue_must_be_a_positive_whole_number(client, value):
-    from lightning_modules.demo import create_app
     from gan_ga_utils.errors import ConfigError
+    from lightning_modules.demo import create_app
 
     with pytest.raises(ConfigError, match=rf"max_queue={value!r}: a whole number >= 1"):
         create_app(client[1], max_queue=value)
@@ -314,8 +314,8 @@ def test_demo_py_without_ckpt_path_serves_the_newest_run_on_the_port_it_prints(t
 
 @pytest.mark.integration
 def test_a_busy_or_bad_port_is_a_one_line_error(trained_run, tmp_path):
-    from lightning_modules.demo import listening_socket
     from gan_ga_utils.errors import GenerationError
+    from lightning_modules.demo import listening_socket
 
     for port, message in (("abc", "port='abc': a whole number from 0 to 65535"), (70000, "port=70000")):
         with pytest.raises(GenerationError, match=message):

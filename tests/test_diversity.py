@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
 
+from conftest import compose_train
 from lightning_modules.losses import discriminator_loss, generator_loss, zero_centered_penalty
 
 

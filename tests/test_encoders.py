@@ -123,7 +123,6 @@ def test_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
     """The generator is given detached text, so any change of the (trainable) encoder in a training
     batch could only come through D's judgement of the G step, which must not reach it."""
     from conftest import compose_train
-
     from lightning_modules.loading import build, build_module
     from lightning_modules.training import build_trainer
 

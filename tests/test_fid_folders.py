@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF, random_inception_file, run_script
 from PIL import Image
+
+from conftest import CONF, run_script
 
 
 def _write_folder(folder: Path, count: int, size: int, seed: int, smooth: bool) -> Path:
@@ -31,7 +32,7 @@ def _write_folder(folder: Path, count: int, size: int, seed: int, smooth: bool) 
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
+def folders(tmp_path_factory, random_inception):
     """Two folders of different distributions and sizes, one Kaiming-random Inception weights file.
     The generated folder also holds what torch-fidelity reads (a grayscale PNG, an RGBA PNG, a .JPG)
     and what it skips (a text file, a subfolder's image)."""
@@ -44,7 +45,7 @@ def folders(tmp_path_factory):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(fake / "photo.JPG", quality=90)
     (fake / "notes.txt").write_text("not an image")
     _write_folder(fake / "nested", 1, 64, seed=3, smooth=True)
-    return real, fake, random_inception_file(root / "inception.pth")
+    return real, fake, random_inception
 
 
 @pytest.mark.integration

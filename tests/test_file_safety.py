@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+import zygote
 from conftest import FAST, ROOT, compose_train, run_script
 from gan_ga_utils.errors import GenerationError
 from lightning_modules.checkpointing import (
@@ -242,14 +242,11 @@ def test_ddp_sigterm_during_a_checkpoint_save_stops_both_ranks_cleanly(tmp_path)
             "trainer.max_steps=400", "trainer.val_check_interval=1000", "callbacks.model_checkpoint.every_n_batches=3",
             "+callbacks.signal_on_save._target_=conftest.SignalOnSave", f"hydra.run.dir={run}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"DDP run hung after SIGTERM: {err[-3000:]}")
+    try:  # a session of its own (the signal goes to its process group), killed with its ranks on a timeout
+        proc = zygote.run(args, cwd=tmp_path, env=env, timeout=180)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"DDP run hung after SIGTERM: {hung.stderr[-3000:]}")
+    out, err = proc.stdout, proc.stderr
     assert proc.returncode == 0, err[-3000:]
     assert "SIGTERM received: saved" in out + err
     info = check_checkpoint(run / "checkpoints" / "last.ckpt")

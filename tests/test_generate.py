@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_script
 from PIL import Image
 
+from conftest import run_script
 from gan_ga_utils.errors import GenerationError
 from lightning_modules.generation import read_prompts
 from lightning_modules.loading import load_module

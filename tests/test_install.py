@@ -10,6 +10,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
 from conftest import FAST, ROOT
 
 WRITTEN = ROOT / "tests" / "data" / "written_by_9065248"

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
 import numpy as np
-from conftest import compose_train
+import pytest
+import torch
 from PIL import Image
 
+from conftest import compose_train
 from lightning_modules.training import run_training
 
 
 @pytest.mark.integration
-def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path, oracle_cache):
-    cfg = compose_train(tmp_path, ["logger=wandb", "logger.wandb.offline=true", "trainer.max_steps=4",
-                                   "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "callbacks.model_checkpoint=null",
-                                   "+callbacks.sample_metrics._target_=lightning_modules.callbacks.SampleMetrics",
-                                   f"+callbacks.sample_metrics.cache_dir={oracle_cache}",
-                                   "+callbacks.sample_metrics.num_samples=16"])
+def test_wandb_offline_run_holds_scalars_and_sample_images_and_continues_on_resume(tmp_path, oracle_cache):
+    overrides = ["logger=wandb", "logger.wandb.offline=true", "trainer.val_check_interval=2",
+                 "trainer.log_every_n_steps=1", "+callbacks.sample_metrics._target_=lightning_modules.callbacks.SampleMetrics",
+                 f"+callbacks.sample_metrics.cache_dir={oracle_cache}", "+callbacks.sample_metrics.num_samples=16"]
+    cfg = compose_train(tmp_path, [*overrides, "trainer.max_steps=4"])
     run_training(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    run_id = runs[0].name.rsplit("-", 1)[-1]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["wandb_run_id"] == run_id
     pngs = list(runs[0].glob("files/media/images/samples/*.png"))
     assert pngs, list(runs[0].rglob("*"))[:20]
     for png in pngs:
@@ -37,6 +38,14 @@ def test_wandb_offline_run_holds_scalars_and_sample_images(tmp_path, oracle_cach
     assert table["columns"] == ["batch", "prompt", "EMA samples"]
     assert [row[1] for row in table["data"]] == list(cfg.data.sample_prompts)
     assert b"table-file" in records  # logged as a W&B table (its images travel in the run's table artifact)
+
+    # a resume continues the same W&B run (its id kept in the checkpoint), and replaces last.ckpt
+    run_training(compose_train(tmp_path, [*overrides, "trainer.max_steps=6", "resume=auto"]))
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {r.name.rsplit("-", 1)[-1] for r in runs} == {run_id}
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["wandb_run_id"] == run_id and ckpt["global_step"] == 6
+    assert not list((tmp_path / "checkpoints").glob("last-v*"))
 
 
 @pytest.mark.integration

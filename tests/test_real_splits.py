@@ -198,7 +198,6 @@ def test_bad_split_data_is_named_with_its_fix(tmp_path):
 def test_training_runs_on_split_folders_grouped_by_stem_prefix(tmp_path):
     """The config composes with the new keys and trains in process (fast_dev_run)."""
     from conftest import compose_train
-
     from lightning_modules.training import run_training
 
     _split_folders(tmp_path / "data", {"train": 6, "test": 2})
@@ -227,7 +226,6 @@ def test_emoji64_splits_by_emoji_through_its_meta_jsonl(tmp_path):
 @pytest.mark.parametrize("experiment", ["emoji64", "emoji64_gpu"])
 def test_the_emoji64_experiments_read_its_own_split_by_emoji_without_flips(tmp_path, experiment):
     from conftest import compose_train
-
     from lightning_modules.config_checks import validate
 
     cfg = compose_train(tmp_path, ["data=folder", f"experiment={experiment}", f"data.root={tmp_path}"])
@@ -240,8 +238,9 @@ def test_the_emoji64_experiments_read_its_own_split_by_emoji_without_flips(tmp_p
 
 
 def test_without_the_data_the_emoji64_preset_names_its_folder_and_how_to_build_it(tmp_path, monkeypatch):
-    from conftest import compose_train
     from hydra.utils import instantiate
+
+    from conftest import compose_train
 
     monkeypatch.delenv("GAN_GA_EMOJI64", raising=False)
     monkeypatch.chdir(tmp_path)  # no data/emoji64 here

@@ -131,10 +131,10 @@ def test_metrics_without_label_columns_name_the_key(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_defaults_on_labelled_real_data_report_fd_precision_recall_labels_and_memorisation(tmp_path):
-    from conftest import CONF, compose_train
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from conftest import CONF, compose_train
     from lightning_modules.evaluation import evaluate
     from lightning_modules.training import run_training
 

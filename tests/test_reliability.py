@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import (
     FAST,
     HINGE,
@@ -21,7 +22,6 @@ from conftest import (
     export_and_generate_alike,
     run_script,
 )
-
 from lightning_modules.checkpointing import AtomicCheckpointIO, CheckpointError, resolve_resume
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.loading import build_module
@@ -266,7 +266,6 @@ def test_generate_warns_when_a_prompt_is_truncated(trained_run, tmp_path, capsys
 @pytest.mark.integration
 def test_periodic_checkpoints_go_on_after_a_skipped_update(tmp_path):
     from conftest import compose_train
-
     from lightning_modules.training import run_training
 
     cfg = compose_train(tmp_path, ["trainer.max_steps=12", "trainer.val_check_interval=100",
@@ -281,8 +280,8 @@ def test_periodic_checkpoints_go_on_after_a_skipped_update(tmp_path):
 
 
 def test_every_n_train_steps_is_refused_with_the_key_to_use():
-    from lightning_modules.callbacks import Checkpoint
     from gan_ga_utils.errors import ConfigError
+    from lightning_modules.callbacks import Checkpoint
 
     with pytest.raises(ConfigError, match="every_n_batches"):
         Checkpoint(every_n_train_steps=1000)

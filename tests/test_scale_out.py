@@ -12,8 +12,9 @@ import pytest
 import tomllib
 import torch
 import yaml
-from conftest import ROOT, run_script
 from omegaconf import OmegaConf
+
+from conftest import ROOT, run_script
 
 EXTRAS = {"sweep": ("optuna", "hydra_plugins.hydra_optuna_sweeper"),
           "slurm": ("submitit", "hydra_plugins.hydra_submitit_launcher"),
@@ -40,7 +41,7 @@ def test_the_base_install_is_free_of_the_extras():
 def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache):
     pytest.importorskip("optuna")
     sweep = tmp_path / "sweep"
-    result = run_script("train.py", "-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=3", "encoder=tiny",
+    result = run_script("train.py", "-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=2", "encoder=tiny",
                         "trainer.fast_dev_run=true", f"paths.cache_dir={oracle_cache}", "data.num_workers=0",
                         "callbacks.progress_bar=null", "callbacks.sample_metrics.num_samples=16",
                         f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
@@ -50,7 +51,7 @@ def test_optuna_sweep_runs_its_trials_and_writes_the_best(tmp_path, oracle_cache
     assert set(best["best_params"]) == {"model.optimizer_g.lr", "model.optimizer_d.lr", "model.gp_weight",
                                         "model.n_critic", "fusion"}
     trials = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert trials == ["0", "1", "2"]
+    assert trials == ["0", "1"]
     for trial in trials:
         overrides = (sweep / trial / ".hydra" / "overrides.yaml").read_text()
         assert "model.optimizer_g.lr=" in overrides and "fusion=" in overrides
@@ -69,12 +70,14 @@ def test_a_sweep_whose_metric_is_not_logged_stops_with_the_key(tmp_path, oracle_
 
 
 @pytest.mark.integration
-def test_submitit_local_launcher_runs_every_job(tmp_path, oracle_cache):
+def test_submitit_local_launcher_runs_every_job(tmp_path):
+    """The launcher, not the metrics (the Optuna sweep above optimises one): D's margin is the swept value."""
     pytest.importorskip("submitit")
     sweep = tmp_path / "sweep"
     result = run_script("train.py", "-m", "hydra/launcher=submitit_local", "fusion=concat,affine", "encoder=tiny",
-                        "trainer.fast_dev_run=true", f"paths.cache_dir={oracle_cache}", "data.num_workers=0",
-                        "callbacks.progress_bar=null", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
+                        "trainer.fast_dev_run=true", "callbacks.sample_metrics=null",
+                        "optimized_metric=val/match_margin", "data.num_workers=0", "callbacks.progress_bar=null",
+                        "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
                         cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     for job, fusion in ((0, "concat"), (1, "affine")):
@@ -139,7 +142,6 @@ def _img2dataset_shard(path, start: int, n: int) -> None:
 @pytest.mark.integration
 def test_webdataset_tars_are_read_in_place_with_skips_counted(tmp_path):
     from conftest import compose_train
-
     from lightning_modules.loading import build
     from lightning_modules.training import run_training
 
@@ -163,8 +165,8 @@ def test_webdataset_tars_are_read_in_place_with_skips_counted(tmp_path):
 @pytest.mark.integration
 def test_a_requeued_slurm_job_resumes_from_its_folder(tmp_path, monkeypatch):
     import torch
-    from conftest import compose_train
 
+    from conftest import compose_train
     from lightning_modules.training import run_training
 
     run_training(compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100"]))

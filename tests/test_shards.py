@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-import caption_layouts as layouts
 import pytest
 import torch
+
+import caption_layouts as layouts
+import zygote
 from conftest import ROOT, compose_train
 
 pytest.importorskip("litdata")
@@ -141,16 +142,14 @@ def test_make_shards_cli_then_train_on_them(tmp_path):
     source = _folder_source(tmp_path / "data")
     out = tmp_path / "cli_shards"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
-                             f"out={out}", f"hydra.run.dir={tmp_path}/make"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, env=env)
+    result = zygote.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
+                         f"out={out}", f"hydra.run.dir={tmp_path}/make"], cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote shards to" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["train"]["images"] > 0 and manifest["skipped"]["missing_images"] == 1
-    again = subprocess.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
-                            f"out={out}", f"hydra.run.dir={tmp_path}/make2"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=300, env=env)
+    again = zygote.run([sys.executable, "-m", "datamodules.make_shards", "data=folder", f"data.root={source}",
+                        f"out={out}", f"hydra.run.dir={tmp_path}/make2"], cwd=ROOT, env=env, timeout=300)
     assert again.returncode == 2 and "already holds shards" in again.stderr
     from lightning_modules.training import run_training
 

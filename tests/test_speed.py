@@ -7,10 +7,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import HINGE, compose_train
 from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import OmegaConf
 
+from conftest import HINGE, compose_train
 from lightning_modules.components.ema import ema_update
 from lightning_modules.loading import build, build_module
 from lightning_modules.training import build_trainer, resolve_precision, run_training
@@ -98,12 +98,12 @@ def test_ema_stays_float32_and_follows_the_generator_under_bf16(tmp_path):
     with torch.no_grad():
         for p in module.generator.parameters():
             p.add_(1.0)  # the generator moved by 1 everywhere (as close as bf16 holds it)
-    for _ in range(2000):
+    for _ in range(500):  # each step moves the EMA by ~1e-3, below bf16's resolution near 1
         ema_update(module.generator_ema, module.generator, 0.999)
     closed = [((e - s) / (g.float() - s)).mean().item()
               for e, s, g in zip(module.generator_ema.parameters(), start, module.generator.parameters())
               if (g.float() - s).abs().min() > 0.5]
-    assert closed and min(closed) == pytest.approx(1 - 0.999**2000, abs=1e-3)  # 86.5%, as in float32
+    assert closed and min(closed) == pytest.approx(1 - 0.999**500, abs=1e-3)  # 39.4%, as in float32
 
 
 @pytest.mark.integration
@@ -155,11 +155,29 @@ class _no_fallback:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_compile_failure_warns_and_trains_eagerly(tmp_path, monkeypatch):
-    """A C++ compiler that does not exist: inductor fails for real, the run goes on eagerly."""
+    """A C++ compiler that does not exist: inductor fails for real, the run goes on eagerly (half a
+    minute of inductor lowering on a CPU: CI runs the test below, whose backend fails sooner)."""
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
+    _trains_eagerly_after_a_compile_failure(tmp_path)
+
+
+@pytest.mark.integration
+def test_a_failing_compiler_backend_warns_and_trains_eagerly(tmp_path, monkeypatch):
+    """torch.compile for real, with a backend that fails on the graph dynamo hands it."""
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: compile_(fn, backend=failing_backend,
+                                                                                         dynamic=dynamic))
+    _trains_eagerly_after_a_compile_failure(tmp_path)
+
+
+def _trains_eagerly_after_a_compile_failure(tmp_path) -> None:
     cfg = compose_train(tmp_path, ["trainer.max_steps=4", "trainer.val_check_interval=100", "model.compile=true"])
     datamodule = build(cfg.data)
     module = build_module(cfg)

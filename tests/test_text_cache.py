@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pickle
 
-import caption_layouts as layouts
 import lightning as L
 import pytest
 import torch
-from conftest import compose_train
 
+import caption_layouts as layouts
+from conftest import compose_train
 from datamodules.text_cache import CachedText, cache_key, load_or_build
 from lightning_modules.components.text_encoders import HFTextEncoder
 from lightning_modules.training import build_data_and_module, build_trainer

@@ -1,29 +1,76 @@
-"""Training end to end through the real config: every model x fusion, CLI, sweeps, DDP, resume."""
+"""Training end to end through the real config: the smoke matrix (every model, fusion, experiment and
+debug preset), CLI, sweeps, DDP, resume."""
 
 from __future__ import annotations
-
-from conftest import presets
 
 import json
 
 import pytest
 import torch
-from conftest import MODELS, compose_train, run_script
+from PIL import Image
 
+from conftest import MODELS, compose_train, presets, run_script
 from lightning_modules.training import run_training
 
-FUSIONS = ("concat", "affine", "cross_attention")
+# The smoke matrix: one run of one batch per row. Every model preset, every fusion and every
+# experiment / debug preset is in at least one row (not their cross product: tests/test_networks.py
+# builds every fusion at every size, and test_model_preset_picks_its_fusion reads each model's own).
+SMOKE = [  # (model, fusion, preset)
+    ("gan_ga", "cross_attention", "experiment=shapes_64"),
+    ("gan_ga", "cross_attention", "experiment=shapes_pairs"),
+    ("dfgan", "affine", "experiment=emoji64"),
+    ("dcgan", "concat", "experiment=emoji64_gpu"),
+    ("vaegan", "concat", "debug=default"),
+    ("gan_ga", "affine", "debug=fdr"),
+]
+
+
+def test_the_smoke_matrix_holds_every_model_fusion_and_preset():
+    assert {model for model, _, _ in SMOKE} == set(MODELS)
+    assert {fusion for _, fusion, _ in SMOKE} == set(presets("fusion"))
+    assert {preset for _, _, preset in SMOKE} == ({f"experiment={p}" for p in presets("experiment")}
+                                                 | {f"debug={p}" for p in presets("debug")})
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("fusion", FUSIONS)
-def test_fast_dev_run_every_model_and_fusion(tmp_path, model, fusion):
-    cfg = compose_train(tmp_path, [f"model={model}", f"fusion={fusion}", "trainer.fast_dev_run=true"])
+@pytest.mark.parametrize("model, fusion, preset", SMOKE, ids=["-".join(row) for row in SMOKE])
+def test_smoke_matrix_trains_one_batch_and_writes_the_run(tmp_path, model, fusion, preset):
+    """Composed, instantiated and one batch trained on the CPU in float32, whatever the preset's
+    trainer; then the run's files: last.ckpt of that batch and model, the metrics CSV's columns,
+    the sample grid (debug=fdr, Lightning's fast_dev_run, logs nothing)."""
+    data = []
+    if preset.startswith("experiment=emoji64"):  # a small set in emoji64's format stands in for the real one
+        from test_real_splits import _meta
+
+        _meta(tmp_path / "emoji64", {"train": 8, "test": 2})
+        data = ["data=folder", f"data.root={tmp_path / 'emoji64'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    fdr = preset == "debug=fdr"
+    one_batch = [] if fdr else ["trainer.max_steps=2", "trainer.val_check_interval=1", "trainer.log_every_n_steps=1"]
+    run = tmp_path / "run"
+    cfg = compose_train(run, [*data, preset, f"model={model}", f"fusion={fusion}", *one_batch,
+                              "trainer.accelerator=cpu", "trainer.precision=32-true", "data.batch_size=4",
+                              "data.num_workers=0"])
     assert cfg.fusion._target_.split(".")[-1].lower().startswith(fusion.replace("_", ""))
     metrics = run_training(cfg)
     assert metrics["train/batches"] == 1.0
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    if fdr:  # Lightning's fast_dev_run: its loggers are replaced, nothing is logged
+        assert not (run / "csv").exists()
+        return
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 2 and ckpt["gan_ga"]["batches_seen"] == 1
+    config = ckpt["gan_ga"]["config"]
+    assert config["model"]["_target_"] == cfg.model._target_ and config["fusion"]["_target_"] == cfg.fusion._target_
+    header, *rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+    columns = {"train/d_loss", "train/g_loss", "train/lr_g", "val/match_margin"}
+    if model == "vaegan":
+        columns |= {"train/vae_kl", "train/vae_loss"}
+    assert columns <= set(header.split(",")), columns - set(header.split(","))
+    assert rows
+    grids = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert grids == ["batch_0000001.png", "latest.png"]
+    grid = Image.open(run / "samples" / "latest.png")
+    assert grid.height >= cfg.data.image_size and grid.width >= cfg.model.samples_per_prompt * cfg.data.image_size
 
 
 def test_model_preset_picks_its_fusion(tmp_path):
@@ -47,18 +94,12 @@ def test_dfgan_preset_is_dfgan_as_published(tmp_path):
 
 
 @pytest.mark.integration
-def test_cli_fast_dev_run(tmp_path, oracle_cache):
-    result = run_script("train.py", "model=gan_ga", "fusion=affine", "encoder=tiny", "trainer.fast_dev_run=true",
-                        f"paths.cache_dir={oracle_cache}",
-                        "data.num_workers=0", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "`Trainer.fit` stopped" in (tmp_path / "run" / "train.log").read_text()
-
-
-@pytest.mark.integration
-def test_multirun_sweep_runs_every_job(tmp_path, oracle_cache):
+def test_multirun_sweep_runs_every_job(tmp_path):
+    """train.py -m, each job in this process one after the other; D's margin is the swept value (a
+    sweep of the training metrics: test_scale_out.py's Optuna test; a single run of train.py:
+    test_captions.py's test_train_py_fast_dev_run_reads_a_folder_and_logs_what_it_skipped)."""
     result = run_script("train.py", "-m", "fusion=concat,affine", "encoder=tiny", "trainer.fast_dev_run=true",
-                        f"paths.cache_dir={oracle_cache}",
+                        "callbacks.sample_metrics=null", "optimized_metric=val/match_margin",
                         "data.num_workers=0", "callbacks.progress_bar=null", f"hydra.sweep.dir={tmp_path}/sweep",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -72,7 +113,8 @@ def test_multirun_sweep_runs_every_job(tmp_path, oracle_cache):
 def test_ddp_two_cpu_ranks_end_identical(tmp_path, oracle_cache):
     run_dir = tmp_path / "ddp"
     result = run_script("train.py", "encoder=tiny", "trainer.accelerator=cpu", "trainer.devices=2",
-                        f"paths.cache_dir={oracle_cache}",
+                        f"paths.cache_dir={oracle_cache}", "callbacks.sample_metrics.num_samples=8",
+                        "callbacks.sample_metrics.every_n_validations=2",  # training goes on after the first
                         "trainer.max_steps=12", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
                         "data.batch_size=4", "data.num_workers=0", "model.generator.base_channels=8",
                         "model.discriminator.base_channels=8", "callbacks.progress_bar=null",
@@ -124,25 +166,3 @@ def test_training_writes_checkpoints_samples_and_metrics(trained_run):
                    "train/g_grad_norm", "train/lr_g", "perf/images_per_sec", "val/match_margin"):
         assert column in header.split(","), column
     assert rows
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("preset", [f"experiment={p}" for p in presets("experiment")] +
-                         [f"debug={p}" for p in presets("debug")])
-def test_every_experiment_and_debug_preset_runs_with_every_model(tmp_path, preset, model):
-    """Composed, instantiated and one batch trained (on the CPU, float32, whatever the preset's trainer)."""
-    from conftest import compose_train
-
-    from lightning_modules.training import run_training
-
-    data = []
-    if preset.startswith("experiment=emoji64"):  # a small set in emoji64's format stands in for the real one
-        from test_real_splits import _meta
-
-        _meta(tmp_path / "emoji64", {"train": 8, "test": 2})
-        data = ["data=folder", f"data.root={tmp_path / 'emoji64'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    cfg = compose_train(tmp_path, [*data, preset, f"model={model}", "trainer.fast_dev_run=true",
-                                   "trainer.accelerator=cpu", "trainer.precision=32-true", "data.batch_size=4",
-                                   "data.num_workers=0"])
-    run_training(cfg)

@@ -1,7 +1,6 @@
 """model=vaegan: the preset, the entry points read its checkpoints, and the VAE terms (KL warm-up,
-reconstruction) do what they say. It trains with every fusion and every experiment / debug preset
-(tests/test_train.py: every model preset) and resumes exactly
-(tests/test_reliability.py)."""
+reconstruction) do what they say. It trains in the smoke matrix (tests/test_train.py: SMOKE, every
+model preset) and resumes exactly (tests/test_reliability.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_ema_generator, compose_train, export_and_generate_alike, run_script
 
+from conftest import assert_same_ema_generator, compose_train, export_and_generate_alike, run_script
 from lightning_modules.config_checks import ConfigError, validate
 from lightning_modules.loading import build, build_module, load_exported, load_module
 from lightning_modules.training import run_training
@@ -97,23 +96,13 @@ def test_export_saves_only_the_ema_generator_and_generate_reads_checkpoint_and_e
     assert_same_ema_generator(from_ckpt, exported)
 
 
-@pytest.fixture(scope="module")
-def quick_oracle(tmp_path_factory) -> Path:
-    """A cache holding a shapes oracle trained on a few images: evaluate.py's plumbing is under
-    test here, not the oracle's accuracy (conftest's oracle_cache trains the real one)."""
-    from lightning_modules.metrics.shapes_oracle import load_or_train
-
-    cache = tmp_path_factory.mktemp("quick_oracle")
-    load_or_train(cache, images=256, epochs=1, log=lambda *_: None)
-    return cache
-
-
 @pytest.mark.integration
-def test_evaluate_py_scores_caption_accuracy_of_a_vaegan(vaegan_run, quick_oracle, tmp_path):
+def test_evaluate_py_scores_caption_accuracy_of_a_vaegan(vaegan_run, oracle_cache, tmp_path):
+    """evaluate.py's plumbing on a vaegan checkpoint, with conftest's quick oracle (not its accuracy)."""
     out = tmp_path / "eval"
     result = run_script("evaluate.py", f"ckpt_path={vaegan_run / 'checkpoints' / 'last.ckpt'}",
-                        "metrics=[caption_accuracy]", "num_samples=12", "batch_size=4", "device=cpu",
-                        f"cache_dir={quick_oracle}", f"hydra.run.dir={out}", cwd=tmp_path)
+                        "metrics=[caption_accuracy]", "num_samples=12", "batch_size=32", "device=cpu",
+                        f"cache_dir={oracle_cache}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert {"caption_accuracy/caption", "caption_accuracy/shape", "oracle_fd"} <= set(report["metrics"])

@@ -2,6 +2,7 @@
 (``callbacks.SampleMetrics``) and ``evaluate.py`` (``evaluation.py``) alike.
 
 The names are those of the configs, ``metrics.json`` and the logs: ``caption_accuracy`` (shapes),
+``pairs`` (two-object relation scenes: ``pairs.py``),
 ``fid``, ``kid``, ``is``, ``clip_score``, and on real data with ``data.label_columns`` the reference
 network's ``reference`` (FD, precision, recall), ``labels`` (label accuracy beside the real
 ceiling) and ``memorisation``. Each :class:`Metric` says which network reads the images
@@ -28,7 +29,7 @@ import torch
 from datamodules.shapes import SUBSETS
 from gan_ga_utils.distributed import rank_zero_first
 from gan_ga_utils.errors import MetricsError
-from lightning_modules.metrics import caption_accuracy, clip, inception, reference
+from lightning_modules.metrics import caption_accuracy, clip, inception, pairs, reference
 from lightning_modules.metrics.shapes_oracle import INPUT_SIZE, load_or_train, renderer_digest
 
 Tensors = dict[str, torch.Tensor]
@@ -68,6 +69,13 @@ def _caption_accuracy(fake: Tensors, real: Tensors, context: Context) -> dict[st
     if context.scenes is None:
         raise MetricsError("metrics=[caption_accuracy] needs the shapes data set (a checkpoint trained on data=shapes)")
     return caption_accuracy.caption_accuracy(fake, real, context.scenes, context.blocks)
+
+
+def _pairs(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
+    if context.scenes is None:
+        raise MetricsError("metrics=[pairs] needs the relation shapes data (a checkpoint trained with "
+                           "experiment=shapes_pairs)")
+    return pairs.pairs(fake, real, context.scenes)
 
 
 def _fid(fake: Tensors, real: Tensors, context: Context) -> dict[str, float]:
@@ -110,6 +118,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            headline="caption_accuracy/caption", better="max", protocol=caption_accuracy.PROTOCOL,
            reference=("caption_accuracy/real_reference", "diversity/real_open_tv",
                       *(f"caption_accuracy/{s}/real_reference" for s in SUBSETS)), reads_blocks=True),
+    Metric("pairs", "oracle", ("oracle_pred",), ("oracle_pred",), _pairs, headline="pairs/scene", better="max",
+           protocol=pairs.PROTOCOL,
+           reference=("pairs/real_reference", *(f"pairs/{s}/real_reference" for s in SUBSETS))),
     Metric("fid", "inception", ("pool",), ("pool",), _fid, headline="fid", better="min",
            protocol={"features": _POOL, "definition": "Frechet distance of Gaussians fitted to the real and generated "
                                                         "features (float64; trace of the square root from the "
@@ -148,10 +159,14 @@ def resolve(names: Sequence[str]) -> list[Metric]:
 
 
 def auto(datamodule, inception_weights=None) -> list[str]:
-    """``metrics=auto``: caption accuracy on shapes; the reference network's metrics on real data with
+    """``metrics=auto``: the pairs metrics on relation scenes (``datamodules/shapes_pairs.py``),
+    caption accuracy on other shapes; the reference network's metrics on real data with
     ``data.label_columns``; else FID when an Inception weights file is given; else none."""
     from datamodules.shapes import ShapesDataModule
+    from datamodules.shapes_pairs import PairsShapesDataModule
 
+    if isinstance(datamodule, PairsShapesDataModule):
+        return ["pairs"]
     if isinstance(datamodule, ShapesDataModule):
         return ["caption_accuracy"]
     if getattr(datamodule, "label_columns", None):
