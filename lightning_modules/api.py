@@ -55,9 +55,7 @@ class TextToImage:
         if output not in ("pil", "tensor"):
             raise GenerationError(f"output={output!r}: 'pil' or 'tensor'")
         z = sample_noise(int(num), self.module.z_dim, seed=int(seed), truncation=truncation).to(self.device)
-        per_call = max(1, int(batch_size) // int(num))
-        images = torch.cat([self.module.sample([" ".join(p.split()) for p in prompts[i : i + per_call]], z)
-                            for i in range(0, len(prompts), per_call)])
+        images = self.module.sample([" ".join(p.split()) for p in prompts], z, batch_size=batch_size)
         if output == "tensor":
             return images
         return [Image.fromarray(pixels) for pixels in to_uint8(images)]

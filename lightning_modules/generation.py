@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
@@ -49,8 +48,7 @@ def generate(cfg: DictConfig) -> dict:
     for p in too_long:
         print(f"warning: prompt longer than encoder.max_length={module.encoder.max_length} tokens is truncated: {p!r}")
     z = sample_noise(int(cfg.num_per_prompt), module.z_dim, seed=int(cfg.seed), truncation=cfg.get("truncation"))
-    per_call = max(1, int(cfg.batch_size) // z.shape[0])
-    rows = np.concatenate([to_uint8(module.sample(prompts[i : i + per_call], z)) for i in range(0, len(prompts), per_call)])
+    rows = to_uint8(module.sample(prompts, z, batch_size=int(cfg.batch_size)))
     rows = rows.reshape(len(prompts), z.shape[0], *rows.shape[1:])
     out_dir = Path(cfg.out_dir)
     files = []

@@ -201,7 +201,6 @@ class TextToImageGAN(L.LightningModule):
         self.z_dim, self.loss_kind, self.n_critic = z_dim, loss, n_critic
         self.gp_weight, self.gp_power, self.gp_every = gp_weight, gp_power, gp_every
         self.ema_beta_max, self.ema_warmup = ema_beta, ema_warmup
-        self.grad_clip_val = grad_clip_val
         self.guard = UpdateGuard(self, grad_clip_val)  # every update: backward, check, clip, step or skip
         self.max_bad_batches = max_bad_batches
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
@@ -593,9 +592,14 @@ class TextToImageGAN(L.LightningModule):
         )
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence[str], z: torch.Tensor) -> torch.Tensor:
-        """Images of every prompt with every noise row: [len(prompts) * len(z), 3, H, W], prompt-major."""
-        text = self.encode(list(prompts))
+    def sample(self, prompts: Sequence[str], z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Images of every prompt with every noise row: [len(prompts) * len(z), 3, H, W], prompt-major;
+        ``batch_size``: at most that many images per generator call (at least one prompt's)."""
+        prompts = list(prompts)
+        per_call = max(1, int(batch_size) // z.shape[0]) if batch_size else len(prompts)
+        if per_call < len(prompts):
+            return torch.cat([self.sample(prompts[i : i + per_call], z) for i in range(0, len(prompts), per_call)])
+        text = self.encode(prompts)
         k = z.shape[0]
         expand = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
         text = TextFeatures(expand(text.tokens), expand(text.mask), expand(text.pooled))
