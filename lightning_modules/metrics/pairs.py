@@ -53,9 +53,10 @@ def scores(readout: torch.Tensor, scenes: Sequence[RelationScene]) -> dict[str, 
     return {k: totals[k] / max(len(scenes), 1) for k in VALUES}
 
 
-def pairs(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], scenes: Sequence) -> dict[str, float]:
-    """``pairs/...`` overall and per subset, with the real renders' ``real_reference``."""
-    if any(not isinstance(s, RelationScene) for s in scenes):
+def pairs(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], scenes: Sequence | None) -> dict[str, float]:
+    """``pairs/...`` overall and per subset, with the real renders' ``real_reference``; ``scenes``: the
+    captions' scenes (None on data without scenes)."""
+    if scenes is None or any(not isinstance(s, RelationScene) for s in scenes):
         raise MetricsError("metrics=[pairs] needs relation scenes: a run on datamodules.shapes_pairs."
                            "PairsShapesDataModule (python train.py experiment=shapes_pairs)")
     out = {f"pairs/{k}": v for k, v in scores(fake["oracle_pred"], scenes).items()}
