@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 import report as report_json  # noqa: E402 - benchmarks/report.py
-from throughput import measure, run_child  # noqa: E402 - benchmarks/throughput.py
+from throughput import measure, steps_side_by_side, time_forms  # noqa: E402 - benchmarks/throughput.py
 
 
 def explicit_attended_cosine(regions, words, inverse_temperature, eps: float = 1e-8):
@@ -57,21 +55,17 @@ def time_matcher(repeats: int, words_per_caption: int) -> dict:
     regions = torch.randn(32, 16, 128, generator=g, requires_grad=True)
     words = torch.randn(64, words_per_caption, 128, generator=g, requires_grad=True)
     forms = {"reference": explicit_attended_cosine, "change": discriminators.attended_cosine}
-    times: dict[str, list[float]] = {name: [] for name in forms}
-    for i in range(repeats + 3):
-        for name, fn in forms.items():
-            start = time.perf_counter()
+
+    def call(fn):
+        def run():
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = fn(regions, words, 128**-0.5 * 4.0)
             out.float().sum().backward()
             regions.grad = words.grad = None
-            if i >= 3:  # warm-up
-                times[name].append(time.perf_counter() - start)
-    ref, new = (statistics.fmean(times[k]) for k in ("reference", "change"))
-    return {"precision": precision, "shapes": {"regions": list(regions.shape), "words": list(words.shape)},
-            "reference_ms_mean": ref * 1e3, "change_ms_mean": new * 1e3, "speedup": ref / new,
-            "repeats": repeats, "reference_ms": [t * 1e3 for t in times["reference"]],
-            "change_ms": [t * 1e3 for t in times["change"]]}
+        return run
+
+    timed = time_forms({name: call(fn) for name, fn in forms.items()}, repeats)
+    return {"precision": precision, "shapes": {"regions": list(regions.shape), "words": list(words.shape)}, **timed}
 
 
 def child(out: Path, explicit: bool, batches: int, warmup: int, overrides: list[str]) -> None:
@@ -98,14 +92,7 @@ def main() -> None:
         child(args.child, args.explicit, args.batches, args.warmup, overrides)
         return
     matcher = time_matcher(args.repeats, args.words)
-    runs: dict[str, list[dict]] = {"reference": [], "change": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(2):
-            for name in ("reference", "change"):
-                flags = ("--explicit",) if name == "reference" else ()
-                runs[name].append(run_child(overrides, args, Path(tmp), f"{name}{round_}", script=__file__, flags=flags))
-    step = {name: statistics.fmean(t for r in rs for t in r["step_s"]) for name, rs in runs.items()}
-    batch = runs["change"][0]["batch_size"]
+    step = steps_side_by_side(overrides, args, __file__, "--explicit")
     report = {
         "benchmark": "matcher_speed",
         "what": "word matcher similarity without the attended context (change) against building it (reference): "
@@ -113,11 +100,8 @@ def main() -> None:
         "command": "python benchmarks/matcher_speed.py " + " ".join(overrides),
         "machine": report_json.machine(),
         "matcher": matcher,
-        "step": {"reference_s_mean": step["reference"], "change_s_mean": step["change"],
-                 "reference_images_per_s": batch / step["reference"], "change_images_per_s": batch / step["change"],
-                 "speedup": step["reference"] / step["change"], "precision": runs["change"][0]["precision"],
-                 "batch_size": batch, "timed_batches_per_form": sum(r["timed_batches"] for r in runs["change"])},
-        "runs": runs,
+        "step": {k: v for k, v in step.items() if k != "runs"},
+        "runs": step["runs"],
     }
     report_json.write(report, args.out)
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -136,6 +137,42 @@ def run_child(overrides: list[str], args, tmp: Path, name: str, script: str = __
     if result.returncode != 0:
         sys.exit(f"{name} run failed:\n{result.stderr[-6000:]}")
     return json.loads(out.read_text())
+
+
+def time_forms(forms: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict:
+    """Alternates the calls of ``forms`` (reference and change of one function), ``warmup`` untimed
+    rounds, then ``repeats`` timed ones; returns each form's mean and times in ms and the speedup
+    (``reference`` over ``change``)."""
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    for i in range(repeats + warmup):
+        for name, fn in forms.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    means = {name: statistics.fmean(t) for name, t in times.items()}
+    return {"reference_ms_mean": means["reference"], "change_ms_mean": means["change"],
+            "speedup": means["reference"] / means["change"], "repeats": repeats,
+            "reference_ms": times["reference"], "change_ms": times["change"]}
+
+
+def steps_side_by_side(overrides: list[str], args, script: str, reference_flag: str) -> dict:
+    """The whole training step of the reference (``script --child ... reference_flag``) and of the
+    change, in fresh processes in the order reference, change, reference, change; each form's mean
+    over all its timed batches."""
+    runs: dict[str, list[dict]] = {"reference": [], "change": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(2):
+            for name in ("reference", "change"):
+                flags = (reference_flag,) if name == "reference" else ()
+                runs[name].append(run_child(overrides, args, Path(tmp), f"{name}{round_}", script=script, flags=flags))
+    step = {name: statistics.fmean(t for r in rs for t in r["step_s"]) for name, rs in runs.items()}
+    batch = runs["change"][0]["batch_size"]
+    return {"reference_s_mean": step["reference"], "change_s_mean": step["change"],
+            "reference_images_per_s": batch / step["reference"], "change_images_per_s": batch / step["change"],
+            "speedup": step["reference"] / step["change"], "precision": runs["change"][0]["precision"],
+            "batch_size": batch, "timed_batches_per_form": sum(r["timed_batches"] for r in runs["change"]),
+            "runs": runs}
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ from lightning_modules.checkpointing import (
 )
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
-from lightning_modules.components.text_encoders import TextEncoder, TextFeatures
+from lightning_modules.components.text_encoders import FeatureMemo, TextEncoder, TextFeatures
 from lightning_modules.losses import (
     LOSS_NAMES,
     RELATIVISTIC,
@@ -208,6 +208,7 @@ class TextToImageGAN(L.LightningModule):
         self.diversity_weight = diversity_weight
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
+        self.text_memo = FeatureMemo()  # a frozen encoder's features of the training captions, once each
         self._batches = 0  # host copy of ``batches_seen``: seeds and schedules never read the device
         self.sample_prompts = list(sample_prompts)
         self.sample_dir = sample_dir
@@ -452,7 +453,7 @@ class TextToImageGAN(L.LightningModule):
         ``data_negatives`` is on and the batch has them; else None."""
         if not self.data_negatives or "negative_caption" not in batch:
             return None
-        text = self.encode(batch["negative_caption"])
+        text = self.encode_training(batch["negative_caption"])
         return self._fixed_length(text) if self._fast else text
 
     def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[Matches, torch.Tensor]:
@@ -469,13 +470,18 @@ class TextToImageGAN(L.LightningModule):
     def encode(self, captions: Sequence[str]) -> TextFeatures:
         return self.encoder(captions)
 
+    def encode_training(self, captions: Sequence[str]) -> TextFeatures:
+        """Training captions: a frozen encoder's features come from ``text_memo`` (each caption
+        encoded once), a trainable encoder runs."""
+        return self.text_memo(self.encoder, captions) if self.encoder.frozen else self.encode(captions)
+
     def text_of(self, batch: dict) -> TextFeatures:
         """The batch's text features: read from the data module's cache when it sent them (the
         encoder does not run), else encoded now."""
         if "text_tokens" in batch:
             text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
         else:
-            text = self.encode(batch["caption"])
+            text = self.encode_training(batch["caption"])
         return self._fixed_length(text) if self._fast else text
 
     def _fixed_length(self, text: TextFeatures) -> TextFeatures:

@@ -31,10 +31,12 @@ def test_an_earlier_checkpoint_and_export_load_and_generate_what_they_generated_
     then = torch.from_numpy(np.load(WRITTEN / "images.npy"))
     with pytest.warns(DroppedSettingWarning, match=r"last.ckpt.*model.discriminator.match_features='shared'"):
         module = load_module(WRITTEN / "last.ckpt")
-    assert torch.equal(generate_for(module, PROMPTS, 2, seed=0), then)
+    # to float32 rounding: the cross-attention's arithmetic was written out after that commit
+    # (components/fusion.py masked_attention); every weight and the sampling are as they were
+    torch.testing.assert_close(generate_for(module, PROMPTS, 2, seed=0), then, atol=1e-5, rtol=0)
     with pytest.warns(DroppedSettingWarning, match=r"config.yaml.*match_global=False"):
         exported = load_module(WRITTEN / "export")
-    assert torch.equal(generate_for(exported, PROMPTS, 2, seed=0), then)
+    torch.testing.assert_close(generate_for(exported, PROMPTS, 2, seed=0), then, atol=1e-5, rtol=0)
 
 
 @pytest.mark.integration

@@ -138,3 +138,39 @@ def test_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
     assert int(module.batches_seen) == 2
     after = module.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_feature_memo_returns_the_encoders_features_and_encodes_each_caption_once():
+    from lightning_modules.components.text_encoders import FeatureMemo
+
+    enc = HFTextEncoder(**TINY, max_length=16)
+    memo = FeatureMemo()
+    calls = []
+    real_forward = enc.forward
+    enc.forward = lambda captions: calls.append(list(captions)) or real_forward(captions)
+    first = memo(enc, CAPTIONS)
+    again = memo(enc, [CAPTIONS[1], "a green star", CAPTIONS[1]])
+    assert calls == [CAPTIONS, ["a green star"]]  # held captions are not encoded again
+    assert (memo.hits, memo.misses) == (2, 3)
+    with torch.no_grad():
+        direct = real_forward([CAPTIONS[1], "a green star", CAPTIONS[1]])
+    for got, want in ((again, direct), (first, real_forward(CAPTIONS))):
+        assert got.tokens.shape == want.tokens.shape and torch.equal(got.mask, want.mask)
+        real = want.mask[..., None]  # padding positions are zeros in the memo's (every reader masks them)
+        assert torch.allclose(got.tokens * real, want.tokens.detach() * real, atol=1e-5)
+        assert not got.tokens[~want.mask].any()
+        assert torch.allclose(got.pooled, want.pooled.detach(), atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # another autocast setting: its own entries
+        memo(enc, CAPTIONS[:1])
+    assert calls[-1] == CAPTIONS[:1]
+
+
+def test_the_feature_memo_stays_within_its_bytes_and_refuses_a_trainable_encoder():
+    from lightning_modules.components.text_encoders import FeatureMemo
+
+    enc = HFTextEncoder(**TINY, max_length=16)
+    memo = FeatureMemo(max_bytes=1)
+    memo(enc, CAPTIONS)
+    assert len(memo.entries) == 1 and list(memo.entries)[0][1] == CAPTIONS[1]  # the least recent went
+    with pytest.raises(ValueError, match="frozen"):
+        FeatureMemo()(HFTextEncoder(**TINY, max_length=16, mode="finetune_last_n", finetune_last_n=1), CAPTIONS)

@@ -67,6 +67,19 @@ def test_cross_attention_ignores_padding_tokens():
         assert not torch.allclose(g(z, text), g(z, altered), atol=1e-6)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_masked_attention_equals_scaled_dot_product_attention(autocast):
+    from lightning_modules.components.fusion import masked_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, n, 8, generator=g) for n in (16, 5, 5))
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]]).view(2, 1, 1, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = masked_attention(q, k, v, mask).float()
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).float()
+    assert torch.allclose(got, want, atol=3e-2 if autocast else 1e-5)
+
+
 def test_cross_attention_layers_sit_at_the_named_resolutions():
     g = _generator("cross_attention", 64)
     with_attention = [i for i, b in enumerate(g.blocks) if b.attention is not None]

@@ -112,11 +112,24 @@ class BatchNormModulation(nn.Module):
         return F.relu(self.norm(h))
 
 
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d), keys where mask is False excluded) v``: [B, H, N, d] queries,
+    [B, H, L, d] keys and values, a [B, 1, 1, L] bool mask (True: a real token)."""
+    scores = torch.einsum("bhnd,bhld->bhnl", q, k) * q.shape[-1] ** -0.5
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.einsum("bhnl,bhld->bhnd", scores.softmax(-1).to(v.dtype), v)
+
+
 class TokenCrossAttention(nn.Module):
     """Image positions attend over caption tokens; padding tokens are masked out.
 
     The output projection starts at zero, so the layer starts as the identity and learns how much
     word-level detail to add.
+
+    The attention is written out (scores, softmax, weighted sum) rather than calling
+    ``F.scaled_dot_product_attention``: with a few dozen keys, PyTorch's CPU flash kernel under bf16
+    autocast takes 3-4x as long as the plain form, forward and backward
+    (``benchmarks/attention_speed.py``); the two agree to bf16 rounding (tested).
     """
 
     def __init__(self, channels: int, token_dim: int, heads: int, dim_head: int):
@@ -135,8 +148,7 @@ class TokenCrossAttention(nn.Module):
         x = rearrange(self.norm(h), "b c h w -> b (h w) c")
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(cond.tokens), "b l (two h d) -> two b h l d", two=2, h=self.heads)
-        attn_mask = rearrange(cond.mask, "b l -> b 1 1 l")
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = masked_attention(q, k, v, rearrange(cond.mask, "b l -> b 1 1 l"))
         out = self.to_out(rearrange(out, "b h n d -> b n (h d)"))
         return h + rearrange(out, "b (h w) c -> b c h w", h=height, w=width)
 
