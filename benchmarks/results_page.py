@@ -93,10 +93,11 @@ def default_section(report: dict) -> list[str]:
     return lines + [""]
 
 
-def budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]:
+def budget_section(budget: str, arms: dict[str, list[dict]]) -> list[str]:
     first = next(iter(arms.values()))[0]
+    minutes, _, block = budget.partition("-")
     notes = [r["block_note"] for rs in arms.values() for r in rs if r.get("block_note")]
-    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run", "", *(notes[:1] + [""] if notes else []),
+    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run" + (f" (block {block})" if block else ""), "", *(notes[:1] + [""] if notes else []),
              f"Each run trains for {minutes} minutes (`benchmarks/shapes_quality.py --minutes {minutes} --final-eval 512`), "
              "then its `last.ckpt` is scored on 512 test captions. The runs of one row pair ran side by side, one "
              f"thread each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
@@ -200,10 +201,12 @@ def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]
 
 
 def budget_runs(prefix: str) -> dict[str, dict[str, list[dict]]]:
-    """``<prefix><minutes>_<arm>_seed<S>.json`` -> {minutes: {arm: [reports]}}, minutes ascending."""
+    """``<prefix><minutes>[-<block>]_<arm>_seed<S>.json`` -> {"minutes" or "minutes-block": {arm:
+    [reports]}}, ascending; a block is a later set of runs at the same budget (other code), compared
+    within itself."""
     budgets: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(RESULTS.glob(f"{prefix}*_*_seed*.json")):
-        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)_(.+)_seed(\d+)\.json", path.name)
+        match = re.fullmatch(rf"{re.escape(prefix)}(\d+(?:-[a-z0-9]+)?)_(.+)_seed(\d+)\.json", path.name)
         if match:
             report = json.loads(path.read_text())
             report["_seed"] = int(match.group(3))
