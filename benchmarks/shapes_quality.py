@@ -101,7 +101,7 @@ def main() -> None:
     report = {
         "benchmark": "shapes_quality",
         "what": ("shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
-                 "(open_tv, spread_ratio) vs training images seen" if cfg["data"].get("name") == "shapes" else
+                 "(open_tv, spread_ratio) vs training images seen" if ".shapes" in str(cfg["data"].get("_target_")) else
                  "real-data metrics of the training callback (reference network: FD, precision/recall, label "
                  "accuracy, memorisation; 256 EMA samples of fixed val captions) vs training images seen"),
         "overrides": overrides,

@@ -15,6 +15,12 @@ from omegaconf import open_dict
 
 # Before any test module imports transformers / huggingface_hub, which read these once at import.
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+# Under pytest-xdist (pyproject's -n auto) each worker is one of the cores: one thread per worker and
+# per process it starts (set before torch is imported, which reads it once), so the workers do not
+# oversubscribe the machine. The tests' networks are tiny; a second thread buys them little.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
