@@ -1,13 +1,13 @@
 """How fast a D-style conv tower learns the shape of a shapes object, by where it pools (JSON).
 
-A fresh tower of D's down blocks (``discriminators.down_tower``) ending at ``--resolution`` (4: D's last map, 8:
-one block earlier), pooled over space by mean or max, then a linear layer, is trained *supervised*
+A fresh tower of D's down blocks (``discriminators.down_tower``) ending at each of ``--resolutions`` (4: D's
+last map, 8: one block earlier, 16: two), pooled over space by mean or max, then a linear layer, is trained *supervised*
 on the shape label of single-object training renders (Adam, D's betas, batch 32) and scored on 256
 val renders after every 50 steps. It tells which of D's maps can carry shape to a text-conditional
 head within a short run: shape is one small object's outline, which a mean over mostly empty
 cells dilutes and a max keeps.
 
-Usage: ``python benchmarks/tower_shape_probe.py [--steps 300] [--out FILE]``
+Usage: ``python benchmarks/tower_shape_probe.py [--steps 300] [--resolutions 4 8 16] [--pools mean max] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--channels", type=int, default=16, help="tower width at 32x32 (D's default base width)")
     parser.add_argument("--lr", type=float, default=8e-4, help="D's learning rate in model=gan_ga")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[4, 8], choices=[4, 8, 16])
+    parser.add_argument("--pools", nargs="+", default=["mean", "max"], choices=["mean", "max"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     runs = {f"{res}x{res}_{pool}": curve(res, pool, args.channels, args.steps, args.lr)
-            for res in (4, 8) for pool in ("mean", "max")}
+            for res in args.resolutions for pool in args.pools}
     report = {"benchmark": "tower_shape_probe", "chance": 1 / 6, "channels": args.channels, "lr": args.lr,
               "what": "val shape accuracy of a supervised linear head on a fresh D-style tower, by map and pooling",
               "machine": report_json.machine(), "runs": runs}
