@@ -24,7 +24,8 @@ RUN = ["encoder=minilm", "data.batch_size=4", "data.num_workers=0", "data.val_si
        "model.discriminator.cond_dim=8", "model.discriminator.match_dim=8", "fusion.cond_dim=8", "fusion.hidden=8",
        "fusion.heads=1", "fusion.dim_head=8", "model.samples_per_prompt=1", "callbacks.progress_bar=null",
        "callbacks.sample_metrics=null", "trainer.accelerator=cpu", "trainer.limit_val_batches=1",
-       "trainer.val_check_interval=2", "logger=csv"]
+       "trainer.val_check_interval=2", "logger=csv",
+       "model.discriminator.projection_resolution=8"]  # that commit's default (16 since): its model settings
 
 
 def test_an_earlier_checkpoint_and_export_load_and_generate_what_they_generated_then():
