@@ -100,7 +100,9 @@ def main() -> None:
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     report = {
         "benchmark": "shapes_quality",
-        "what": ("shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
+        "what": ("pairs metrics (oracle per object: scene, binding, relation, count, per subset; EMA samples of fixed "
+                 "val captions) vs training images seen" if ".shapes_pairs" in str(cfg["data"].get("_target_")) else
+                 "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
                  "(open_tv, spread_ratio) vs training images seen" if ".shapes" in str(cfg["data"].get("_target_")) else
                  "real-data metrics of the training callback (reference network: FD, precision/recall, label "
                  "accuracy, memorisation; 256 EMA samples of fixed val captions) vs training images seen"),
