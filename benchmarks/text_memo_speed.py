@@ -8,7 +8,7 @@ captions and negatives from the default data module, in training order, and time
 and alternating, the encoder on the whole batch (reference) and the memo (change), under the
 precision ``precision=auto`` trains in on this CPU. It also records the memo's hit rate.
 
-Usage: ``python benchmarks/text_memo_speed.py [--batches 1300] [--out FILE] [hydra overrides ...]``
+Usage: ``python benchmarks/text_memo_speed.py [--batches 1600] [--out FILE] [hydra overrides ...]``
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import report as report_json  # noqa: E402 - benchmarks/report.py
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--batches", type=int, default=1300, help="training batches (the default run's 1300)")
+    parser.add_argument("--batches", type=int, default=1600, help="training batches (the default run's 1600)")
     args, overrides = parser.parse_known_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
