@@ -49,8 +49,20 @@ def machine(report: dict) -> str:
     return f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, {m.get('torch_threads', '?')} torch thread(s)"
 
 
+def cell(values: dict[str, float], key: str) -> str:
+    """One table cell: the value to three decimals, or "-" where the report has no such key."""
+    return f"{values[key]:.3f}" if key in values else "-"
+
+
+def curve_rows(curve: list[dict], keys, every: int | None = None) -> list[str]:
+    """Table rows ``| batches | value | ...`` of a report's curve: every ``every`` batches and the
+    last point (every point when ``every`` is None)."""
+    return [f"| {point['batches']} | " + " | ".join(cell(point, k) for k in keys) + " |" for point in curve
+            if every is None or point["batches"] % every == 0 or point is curve[-1]]
+
+
 def cells(values: dict[str, float]) -> list[str]:
-    return [f"{values[k]:.3f}" if k in values else "-" for k, _ in COLUMNS]
+    return [cell(values, k) for k, _ in COLUMNS]
 
 
 def mean_cells(reports: list[dict]) -> list[str]:
@@ -88,10 +100,7 @@ def default_section(report: dict) -> list[str]:
               f"({values.get('diversity/open_tv_floor', 0):.3f}) is removed: {values.get('diversity/open_tv_raw', 0):.3f}.",
               "", "Validation curve (256 val captions per point, plus the diversity blocks):", "",
               "| batches | " + " | ".join(t for _, t in CURVE) + " |", "|---|" + "---|" * len(CURVE)]
-    for point in report["curve"]:
-        if point["batches"] % 200 == 0 or point is report["curve"][-1]:
-            lines.append(f"| {point['batches']} | " + " | ".join(f"{point[k]:.3f}" if k in point else "-"
-                                                                 for k, _ in CURVE) + " |")
+    lines += curve_rows(report["curve"], [k for k, _ in CURVE], every=200)
     return lines + [""]
 
 
@@ -145,7 +154,7 @@ REAL_TARGETS = {"group / ceiling": ">= 0.6", "subgroup / ceiling": ">= 0.4"}
 
 
 def real_cells(values: dict[str, float]) -> list[str]:
-    return [f"{values[k]:.3f}" if k in values else "-" for k, _ in REAL_COLUMNS]
+    return [cell(values, k) for k, _ in REAL_COLUMNS]
 
 
 def emoji_default_section(report: dict) -> list[str]:
@@ -167,9 +176,7 @@ def emoji_default_section(report: dict) -> list[str]:
              f"{values.get('memorisation/nn_distance_real', float('nan')):.3f} for the real test drawings.", "",
              "Validation curve (256 val captions of 74 val emoji per point):", "",
              "| batches | " + " | ".join(t for _, t in REAL_COLUMNS) + " |", "|---|" + "---|" * len(REAL_COLUMNS)]
-    for point in report["curve"]:
-        lines.append(f"| {point['batches']} | " + " | ".join(f"{point[k]:.3f}" if k in point else "-"
-                                                             for k, _ in REAL_COLUMNS) + " |")
+    lines += curve_rows(report["curve"], [k for k, _ in REAL_COLUMNS])
     return lines + [""]
 
 
@@ -217,17 +224,11 @@ def pairs_section(report: dict) -> list[str]:
              "run's defaults); targets on seen compositions:", "",
              "| | " + " | ".join(f"pairs/{m}" for m in PAIRS) + " |", "|---|" + "---|" * len(PAIRS),
              "| target (seen) | " + " | ".join(PAIRS_TARGETS[m] for m in PAIRS) + " |"]
-    for subset in PAIR_SUBSETS:
-        lines.append(f"| {subset} | " + " | ".join(
-            f"{values[f'pairs/{subset}/{m}']:.3f}" if f"pairs/{subset}/{m}" in values else "-" for m in PAIRS) + " |")
-    lines.append("| all | " + " | ".join(f"{values[f'pairs/{m}']:.3f}" if f"pairs/{m}" in values else "-"
-                                      for m in PAIRS) + " |")
+    for subset, prefix in [*((s, f"pairs/{s}/") for s in PAIR_SUBSETS), ("all", "pairs/")]:
+        lines.append(f"| {subset} | " + " | ".join(cell(values, prefix + m) for m in PAIRS) + " |")
     lines += ["", "Validation curve (the training callback's pairs metrics on fixed val captions, every subset together):", "",
               "| batches | " + " | ".join(PAIRS) + " |", "|---|" + "---|" * len(PAIRS)]
-    for point in report["curve"]:
-        if point["batches"] % 400 == 0 or point is report["curve"][-1]:
-            lines.append(f"| {point['batches']} | " + " | ".join(
-                f"{point[f'pairs/{m}']:.3f}" if f"pairs/{m}" in point else "-" for m in PAIRS) + " |")
+    lines += curve_rows(report["curve"], [f"pairs/{m}" for m in PAIRS], every=400)
     return lines + [""]
 
 

@@ -98,12 +98,13 @@ def main() -> None:
         batches_trained = int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
                               ["gan_ga"]["batches_seen"])
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
+    data_target = str(cfg["data"].get("_target_"))
     report = {
         "benchmark": "shapes_quality",
         "what": ("pairs metrics (oracle per object: scene, binding, relation, count, per subset; EMA samples of fixed "
-                 "val captions) vs training images seen" if ".shapes_pairs" in str(cfg["data"].get("_target_")) else
+                 "val captions) vs training images seen" if ".shapes_pairs" in data_target else
                  "shapes caption accuracy (oracle, 256 EMA samples of fixed val captions, per subset) and diversity "
-                 "(open_tv, spread_ratio) vs training images seen" if ".shapes" in str(cfg["data"].get("_target_")) else
+                 "(open_tv, spread_ratio) vs training images seen" if ".shapes" in data_target else
                  "real-data metrics of the training callback (reference network: FD, precision/recall, label "
                  "accuracy, memorisation; 256 EMA samples of fixed val captions) vs training images seen"),
         "overrides": overrides,
