@@ -7,6 +7,7 @@ Reads the reports of ``benchmarks/shapes_quality.py --final-eval 512`` named
   two seeds each, side by side on one machine;
 * ``pairs_default.json``: ``python train.py experiment=shapes_pairs`` (two objects and a relation), scored
   with the pairs metrics on 512 test captions, and its curve;
+* ``pairs<M>_<arm>_seed<S>.json``: two-object arms at an equal budget of ``M`` minutes;
 * ``emoji64_default.json``: ``python train.py experiment=emoji64`` (real drawings), scored on the
   test emoji (``--final-eval 653``), and its curve;
 * ``emoji64_<M>_<arm>_seed<S>.json``: emoji64 arms at an equal budget of ``M`` minutes.
@@ -61,13 +62,13 @@ def curve_rows(curve: list[dict], keys, every: int | None = None) -> list[str]:
             if every is None or point["batches"] % every == 0 or point is curve[-1]]
 
 
-def cells(values: dict[str, float]) -> list[str]:
-    return [cell(values, k) for k, _ in COLUMNS]
+def cells(values: dict[str, float], columns=COLUMNS) -> list[str]:
+    return [cell(values, k) for k, _ in columns]
 
 
-def mean_cells(reports: list[dict]) -> list[str]:
+def mean_cells(reports: list[dict], columns=COLUMNS) -> list[str]:
     out = []
-    for key, _ in COLUMNS:
+    for key, _ in columns:
         xs = [scores(r)[key] for r in reports if key in scores(r)]
         out.append(f"**{sum(xs) / len(xs):.3f}** ± {(max(xs) - min(xs)) / 2:.3f}" if xs else "-")
     return out
@@ -104,26 +105,27 @@ def default_section(report: dict) -> list[str]:
     return lines + [""]
 
 
-def budget_section(budget: str, arms: dict[str, list[dict]]) -> list[str]:
+def budget_section(budget: str, arms: dict[str, list[dict]], columns=COLUMNS, heading: str = "Equal budget",
+                   higher: str = "positive: GAN-GA higher, which for open_tv is worse") -> list[str]:
     first = next(iter(arms.values()))[0]
     minutes, _, block = budget.partition("-")
     notes = [r["block_note"] for rs in arms.values() for r in rs if r.get("block_note")]
-    lines = [f"## Equal budget: {minutes} minutes of wall-clock time per run" + (f" (block {block})" if block else ""), "", *(notes[:1] + [""] if notes else []),
+    lines = [f"## {heading}: {minutes} minutes of wall-clock time per run" + (f" (block {block})" if block else ""), "", *(notes[:1] + [""] if notes else []),
              f"Each run trains for {minutes} minutes (`benchmarks/shapes_quality.py --minutes {minutes} --final-eval 512`), "
              "then its `last.ckpt` is scored on 512 test captions. The runs of one row pair ran side by side, one "
              f"thread each (`OMP_NUM_THREADS=1`), {machine(first)}.", "",
-             "| arm | overrides | seed | batches | " + " | ".join(t for _, t in COLUMNS) + " |",
-             "|---|---|---|---|" + "---|" * len(COLUMNS)]
+             "| arm | overrides | seed | batches | " + " | ".join(t for _, t in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
     for arm, reports in sorted(arms.items(), key=lambda kv: (kv[0] != "gan_ga", kv[0])):
         for r in sorted(reports, key=lambda r: r["_seed"]):
             label = f"{arm}: {r['note']}" if r.get("note") else arm
             lines.append(f"| {label} | {overrides(r)} | {r['_seed']} | {r['batches_trained']} | "
-                         + " | ".join(cells(scores(r))) + " |")
+                         + " | ".join(cells(scores(r), columns)) + " |")
         if len(reports) > 1:
-            lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(mean_cells(reports)) + " |")
+            lines.append(f"| {arm}, mean ± half-range | | | | " + " | ".join(mean_cells(reports, columns)) + " |")
     reference = arms.get("gan_ga")
     if reference:
-        lines += ["", "GAN-GA minus each other arm, per seed (positive: GAN-GA higher, which for open_tv is worse):", ""]
+        lines += ["", f"GAN-GA minus each other arm, per seed ({higher}):", ""]
         for arm, reports in arms.items():
             if arm == "gan_ga":
                 continue
@@ -132,7 +134,7 @@ def budget_section(budget: str, arms: dict[str, list[dict]]) -> list[str]:
                 ref = next((x for x in reference if x["_seed"] == r["_seed"]), None)
                 if ref is None:
                     continue
-                diffs = ", ".join(f"{title} {scores(ref)[k] - scores(r)[k]:+.3f}" for k, title in COLUMNS
+                diffs = ", ".join(f"{title} {scores(ref)[k] - scores(r)[k]:+.3f}" for k, title in columns
                                   if k in scores(ref) and k in scores(r))
                 per_seed.append(f"seed {r['_seed']}: {diffs}")
             if per_seed:
@@ -212,6 +214,8 @@ def emoji_budget_section(minutes: str, arms: dict[str, list[dict]]) -> list[str]
 PAIRS = ("scene", "binding", "relation", "count")
 PAIRS_TARGETS = {"scene": ">= 0.40", "binding": ">= 0.60", "relation": ">= 0.75", "count": ""}
 PAIR_SUBSETS = ("seen", "unseen_composition", "unseen_phrasing")
+PAIRS_COLUMNS = tuple((f"pairs/{s}/{m}", f"{m} ({s.replace('_', ' ')})") for s in PAIR_SUBSETS[:2]
+                      for m in ("scene", "binding", "relation", "count"))
 
 
 def pairs_section(report: dict) -> list[str]:
@@ -276,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = RESULTS / "pairs_default.json"
     if pairs.is_file():
         lines += pairs_section(json.loads(pairs.read_text()))
+    for minutes, arms in budget_runs("pairs").items():
+        lines += budget_section(minutes, arms, PAIRS_COLUMNS, "Two objects, equal budget", "positive: GAN-GA higher")
     emoji = RESULTS / "emoji64_default.json"
     if emoji.is_file():
         lines += emoji_default_section(json.loads(emoji.read_text()))

@@ -65,7 +65,7 @@ def main() -> None:
     budget = []
     if args.minutes:
         seconds = int(args.minutes * 60)
-        budget = ["trainer.max_steps=-1", f"+trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:"
+        budget = ["trainer.max_steps=-1", f"++trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:"
                                           f"{seconds % 60:02d}"]
 
     with tempfile.TemporaryDirectory() as tmp:

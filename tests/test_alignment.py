@@ -88,6 +88,70 @@ def test_matcher_knows_where_a_region_is():
     assert not torch.allclose(sim_a, sim_b)
 
 
+def test_matcher_regions_read_the_finer_map_with_match_detail():
+    """model.discriminator.match_detail: each 4x4 region also reads the 16x16 map max-pooled over its
+    own 4x4 cells, so a change inside one region's cells moves that region's vector and no other;
+    without it the finer map is not read."""
+    torch.manual_seed(0)
+    d = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                      projection_resolution=16, match_detail=True)
+    features = d.features(torch.randn(2, 3, 32, 32))
+    assert features.pooled.shape[-1] == 16
+    fine = features.pooled.clone()
+    fine[:, :, 4:8, 0:4] += 5.0  # inside region (row 1, column 0) only
+    before = d.matcher.regions(features.map, features.pooled)
+    after = d.matcher.regions(features.map, fine)
+    moved = (after - before).abs().sum(-1) > 1e-4  # [2, 16] regions
+    assert moved[:, 4].all() and moved.sum() == 2
+    plain = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                          projection_resolution=16)
+    text = _text()
+    images = torch.randn(4, 3, 32, 32)
+    f = plain.features(images)
+    _, _, sim = plain.judge(f, text.pooled, text.tokens, text.mask)
+    _, _, again = plain.judge(f._replace(pooled=f.pooled + 5.0), text.pooled, text.tokens, text.mask)
+    torch.testing.assert_close(sim, again)
+    _, _, detailed = d.judge(d.features(images), text.pooled, text.tokens, text.mask)
+    assert detailed.shape == (4, 4)
+
+
+def test_joint_matcher_reads_words_in_order_with_the_regions_and_ignores_padding():
+    """model.discriminator.joint_layers: one score per judged (image, caption) pair from a transformer
+    over regions and words together. Swapping two words changes it (a bag of words could not tell
+    which colour goes with which shape), padding does not, and the lazy R1 penalty's double
+    backward runs through it."""
+    from lightning_modules.losses import zero_centered_penalty
+
+    torch.manual_seed(0)
+    d = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True, match_dim=16,
+                      projection_resolution=16, joint_layers=2)
+    images, text = torch.randn(4, 3, 32, 32, requires_grad=True), _text()
+    features = d.features(images)
+    regions = d.matcher.regions(features.map)
+    words, _ = d.matcher.words(text.tokens, text.mask)
+    score = d.joint(regions, words, text.mask)
+    assert score.shape == (4,)
+    swapped = words.clone()
+    swapped[:, [1, 2]] = words[:, [2, 1]]
+    padded = words.clone()
+    padded[:, 5] += 3.0
+    with torch.no_grad():
+        assert not torch.allclose(d.joint(regions, swapped, text.mask), score)
+        torch.testing.assert_close(d.joint(regions, padded, text.mask), score)
+        assert not torch.allclose(d.joint(regions.roll(1, 0), words, text.mask), score)
+    mismatch = torch.tensor([1, 2, 3, 0])
+    logits, wrong, _ = d.judge(features, text.pooled, text.tokens, text.mask, mismatch)
+    without = Discriminator(image_size=32, text_dim=12, token_dim=12, base_channels=4, word_matching=True,
+                            match_dim=16, projection_resolution=16)
+    without.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("joint.")})
+    base, base_wrong, _ = without.judge(without.features(images), text.pooled, text.tokens, text.mask, mismatch)
+    torch.testing.assert_close(logits - base, score)  # the joint score of each judged pair is added
+    torch.testing.assert_close(wrong - base_wrong, d.joint(regions, words[mismatch], text.mask[mismatch]))
+    penalty = zero_centered_penalty(logits, (images,), weight=1.0)
+    penalty.backward()  # the gradient of the input gradient reaches the joint matcher's weights
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.joint.layers.parameters())
+
+
 def _same(groups: list[int], extra: int = 0) -> torch.Tensor:
     """The matches matrix of captions grouped by scene: caption t is true of image i iff same group."""
     g = torch.tensor(groups)
