@@ -22,11 +22,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
 from gan_ga_utils.checks import Problems, check
-from lightning_modules.components.fusion import masked_attention
 from lightning_modules.components.generators import channels_at, check_image_size
 
 
@@ -117,22 +116,17 @@ class WordRegionMatcher(nn.Module):
     to. The caption's score (in [-1, 1]) is the mean of its words' scores with learned per-word
     weights (padding excluded)."""
 
-    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0,
-                 detail_ch: int = 0):
+    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0):
         super().__init__()
-        self.region_proj = nn.Conv2d(feat_ch + detail_ch, dim, 1)
+        self.region_proj = nn.Conv2d(feat_ch, dim, 1)
         self.position = nn.Parameter(torch.randn(regions, dim) * 0.5)
         self.word_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
         self.word_weight = nn.Linear(token_dim, 1)
         self.sharpness = sharpness  # inverse temperature of the word -> region attention
         self.scale = dim**-0.5
 
-    def regions(self, features: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, C, H, W] -> [B, H*W, dim] region vectors, position included. ``detail``: a finer map
-        ([B, C', kH, kW]), max-pooled to each region and read beside it."""
-        if detail is not None:
-            detail = F.adaptive_max_pool2d(detail, features.shape[-2:])
-            features = torch.cat([features, detail], dim=1)
+    def regions(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, H*W, dim] region vectors, position included."""
         r = self.region_proj(F.leaky_relu(features, 0.2)).flatten(2).transpose(1, 2)
         if r.shape[1] != self.position.shape[0]:
             raise ValueError(f"word matcher built for {self.position.shape[0]} regions, got {r.shape[1]}")
@@ -149,56 +143,6 @@ class WordRegionMatcher(nn.Module):
         w, weight = words
         cos = attended_cosine(regions, w, self.scale * self.sharpness)  # [B_img, B_txt, L]
         return (cos * weight.unsqueeze(0)).sum(-1)
-
-
-class JointLayer(nn.Module):
-    """A pre-norm transformer layer with the attention written out (``fusion.masked_attention``):
-    PyTorch's fused CPU attention has no double backward, which the lazy R1 penalty takes."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(self.norm1(x)), "p n (three h d) -> three p h n d", three=3, h=self.heads)
-        attended = masked_attention(q, k, v, rearrange(keep, "p n -> p 1 1 n"))
-        x = x + self.proj(rearrange(attended, "p h n d -> p n (h d)"))
-        return x + self.ff(self.norm2(x))
-
-
-class JointMatcher(nn.Module):
-    """Reads image regions and words *together*: a small transformer over one image's region vectors
-    and one caption's word vectors (the word matcher's projections, a learned type embedding each)
-    and a summary token, whose output is the pair's score. Where the word matcher scores each word
-    on its own (a bag of words: "a red circle and a blue star" reads as "a blue circle and a red
-    star"), here a word can attend to other words and to regions at once, which binding (which
-    colour goes with which shape) and relations need; image-text matching heads work this way."""
-
-    def __init__(self, dim: int, layers: int = 2, heads: int = 4, max_words: int = 64):
-        super().__init__()
-        self.summary = nn.Parameter(torch.zeros(1, 1, dim))
-        self.kind = nn.Parameter(torch.randn(2, dim) * 0.02)  # region, word
-        self.word_position = nn.Parameter(torch.randn(max_words, dim) * 0.02)  # word order (regions carry theirs)
-        self.layers = nn.ModuleList(JointLayer(dim, heads) for _ in range(layers))
-        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
-
-    def forward(self, regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``regions`` [P, R, dim], ``words`` [P, L, dim] and their ``mask`` [P, L] (True: a real
-        word) of P (image, caption) pairs -> [P] scores."""
-        p, r = regions.shape[:2]
-        if words.shape[1] > self.word_position.shape[0]:
-            raise ValueError(f"joint matcher built for {self.word_position.shape[0]} words, got {words.shape[1]}")
-        words = words + (self.kind[1] + self.word_position[: words.shape[1]]).to(words.dtype)
-        x = torch.cat([self.summary.expand(p, 1, -1).to(regions.dtype), regions + self.kind[0].to(regions.dtype),
-                       words], dim=1)
-        keep = torch.cat([torch.ones(p, 1 + r, dtype=torch.bool, device=mask.device), mask], dim=1)
-        for layer in self.layers:
-            x = layer(x, keep)
-        return self.out(x[:, 0]).squeeze(-1)
 
 
 def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, resolution: int = 4,
@@ -246,8 +190,6 @@ class Discriminator(nn.Module):
         word_matching: bool = False,
         match_dim: int = 128,
         projection_resolution: int = 4,
-        match_detail: bool = False,
-        joint_layers: int = 0,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
@@ -256,11 +198,7 @@ class Discriminator(nn.Module):
         self.projection_resolution = projection_resolution
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
                                         projection_ch=width(projection_resolution))
-        self.match_detail = match_detail
-        self.matcher = (WordRegionMatcher(width(4), token_dim or text_dim, match_dim,
-                                          detail_ch=width(projection_resolution) if self.match_detail else 0)
-                        if word_matching else None)
-        self.joint = JointMatcher(match_dim, joint_layers) if word_matching and joint_layers > 0 else None
+        self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim) if word_matching else None
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
 
     @classmethod
@@ -270,17 +208,6 @@ class Discriminator(nn.Module):
         for name in ("base_channels", "max_multiplier", "cond_dim", "match_dim"):
             p.number(name, 1, integer=True)
         p.number("residual_gain", 0)
-        p.number("joint_layers", 0, integer=True)
-        if (values.get("joint_layers") or 0) > 0:
-            p.need(bool(values.get("word_matching")), "joint_layers",
-                   f"the joint matcher reads the word matcher's regions and words: set {key}.word_matching=true "
-                   f"(or {key}.joint_layers=0)")
-            p.need(isinstance(values.get("match_dim", 128), int) and values.get("match_dim", 128) % 4 == 0,
-                   "match_dim", "a multiple of 4 (the joint matcher's 4 attention heads)")
-        if values.get("match_detail"):
-            p.need(values.get("projection_resolution", 4) != 4, "match_detail",
-                   f"the regions read the projection's finer map: set {key}.projection_resolution to 8 or 16 "
-                   f"(or {key}.match_detail=false)")
         size = values.get("image_size")
         allowed = [r for r in (4, 8, 16) if size is None or r < size]
         p.need(values.get("projection_resolution", 4) in allowed, "projection_resolution",
@@ -310,21 +237,10 @@ class Discriminator(nn.Module):
         wrong = self.head(features.map, sentence[mismatch], features.pooled) if mismatch is not None else None
         if self.matcher is None or tokens is None:
             return logits, wrong, None
-        regions = self.matcher.regions(features.map, features.pooled if self.match_detail else None)
-        words = self.matcher.words(tokens, mask)
-        sim = self.matcher.similarity(regions, words)
+        sim = self.matcher.similarity(self.matcher.regions(features.map), self.matcher.words(tokens, mask))
         logits = logits + self.match_gain * sim[:, :n].diagonal()
         if mismatch is not None:
             wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)
-        if self.joint is not None:  # every judged pair at once: image i with caption i (and mismatch[i])
-            captions = torch.arange(n, device=regions.device)
-            images = captions
-            if mismatch is not None:
-                captions, images = torch.cat([captions, mismatch]), torch.cat([images, images])
-            joint = self.joint(regions[images], words[0][captions], mask[captions])
-            logits = logits + joint[:n]
-            if mismatch is not None:
-                wrong = wrong + joint[n:]
         return logits, wrong, sim
 
     def forward(self, images: torch.Tensor, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
