@@ -165,6 +165,23 @@ def test_the_feature_memo_returns_the_encoders_features_and_encodes_each_caption
     assert calls[-1] == CAPTIONS[:1]
 
 
+def test_the_feature_memo_encodes_captions_and_negatives_in_one_call():
+    from lightning_modules.components.text_encoders import FeatureMemo
+
+    enc = HFTextEncoder(**TINY, max_length=16)
+    memo = FeatureMemo()
+    calls = []
+    real_forward = enc.forward
+    enc.forward = lambda captions: calls.append(list(captions)) or real_forward(captions)
+    negatives = ["a green star", CAPTIONS[0]]
+    text, neg = memo.many(enc, CAPTIONS, negatives)
+    assert calls == [[*CAPTIONS, "a green star"]]  # one call, each new caption once
+    assert (memo.hits, memo.misses) == (1, 3)
+    for got, want in ((text, FeatureMemo()(enc, CAPTIONS)), (neg, FeatureMemo()(enc, negatives))):
+        assert torch.equal(got.mask, want.mask)
+        assert torch.allclose(got.tokens, want.tokens, atol=1e-5) and torch.allclose(got.pooled, want.pooled, atol=1e-5)
+
+
 def test_the_feature_memo_stays_within_its_bytes_and_refuses_a_trainable_encoder():
     from lightning_modules.components.text_encoders import FeatureMemo
 

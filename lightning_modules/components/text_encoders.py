@@ -95,12 +95,17 @@ class FeatureMemo:
         return device.type, torch.get_autocast_dtype(device.type) if autocast else None
 
     def __call__(self, encoder: "TextEncoder", captions: Sequence[str]) -> TextFeatures:
+        return self.many(encoder, captions)[0]
+
+    def many(self, encoder: "TextEncoder", *caption_lists: Sequence[str]) -> list[TextFeatures]:
+        """``[memo(encoder, captions) for captions in caption_lists]`` from one encoder call over the
+        captions of all the lists not yet held (a batch's captions and its negatives: one call)."""
         if not encoder.frozen:
             raise ValueError("FeatureMemo holds a frozen encoder's features only")
         device = next(encoder.parameters()).device
         context = self._context(device)
-        keys = [(context, str(c)) for c in captions]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.entries))
+        key_lists = [[(context, str(c)) for c in captions] for captions in caption_lists]
+        missing = list(dict.fromkeys(k for keys in key_lists for k in keys if k not in self.entries))
         if missing:
             with torch.no_grad():
                 fresh = encoder([c for _, c in missing])
@@ -108,7 +113,12 @@ class FeatureMemo:
                 n = int(fresh.mask[i].sum())
                 self._store(key, fresh.tokens[i, :n].clone(), fresh.pooled[i].clone())
         self.misses += len(missing)
-        self.hits += len(keys) - len(missing)
+        self.hits += sum(len(keys) for keys in key_lists) - len(missing)
+        out = [self._gather(keys) for keys in key_lists]
+        self._evict()
+        return out
+
+    def _gather(self, keys: list[tuple]) -> TextFeatures:
         held = [self.entries[k] for k in keys]
         for k in keys:
             self.entries.move_to_end(k)
@@ -118,7 +128,6 @@ class FeatureMemo:
         for i, (t, _) in enumerate(held):
             tokens[i, : t.shape[0]] = t
             mask[i, : t.shape[0]] = True
-        self._evict()
         return TextFeatures(tokens, mask, torch.stack([p for _, p in held]))
 
     def _store(self, key: tuple, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
