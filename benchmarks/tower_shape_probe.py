@@ -7,8 +7,7 @@ val renders after every 50 steps. It tells which of D's maps can carry shape to 
 head within a short run: shape is one small object's outline, which a mean over mostly empty
 cells dilutes and a max keeps.
 
-Usage: ``python benchmarks/tower_shape_probe.py [--steps 300] [--resolutions 4 8 16] [--pools mean max]
-[--norms none group] [--out FILE]``
+Usage: ``python benchmarks/tower_shape_probe.py [--steps 300] [--resolutions 4 8 16] [--pools mean max] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -27,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report as report_json  # noqa: E402 - benchmarks/report.py
 
 
-def curve(resolution: int, pool: str, channels: int, steps: int, lr: float, group_norm: bool = False) -> list[dict]:
+def curve(resolution: int, pool: str, channels: int, steps: int, lr: float) -> list[dict]:
     from datamodules.shapes import SHAPES, ShapesDataset
     from lightning_modules.components.discriminators import down_tower
 
     torch.manual_seed(0)
     from_rgb, blocks, width = down_tower(image_size=32, base_channels=channels, max_multiplier=32 // resolution,
-                                         resolution=resolution, group_norm=group_norm)
+                                         resolution=resolution)
     tower = nn.Sequential(from_rgb, blocks)  # D's down blocks, ending at ``resolution``
     head = nn.Linear(width(resolution), len(SHAPES))
     optimizer = torch.optim.Adam([*tower.parameters(), *head.parameters()], lr=lr, betas=(0.0, 0.9))
@@ -56,7 +55,7 @@ def curve(resolution: int, pool: str, channels: int, steps: int, lr: float, grou
                 accuracy = float((logits(val_x).argmax(1) == val_y).float().mean())
             points.append({"step": step, "images": step * 32, "shape_accuracy": round(accuracy, 4),
                            "seconds": round(time.perf_counter() - start, 1)})
-            print(f"resolution {resolution} {pool:4s} group_norm {group_norm} step {step:4d} shape accuracy {accuracy:.3f}", flush=True)
+            print(f"resolution {resolution} {pool:4s} step {step:4d} shape accuracy {accuracy:.3f}", flush=True)
         if step == steps:
             break
         x, y = batch(train, step * 32, 32)
@@ -74,13 +73,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=8e-4, help="D's learning rate in model=gan_ga")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[4, 8], choices=[4, 8, 16])
     parser.add_argument("--pools", nargs="+", default=["mean", "max"], choices=["mean", "max"])
-    parser.add_argument("--norms", nargs="+", default=["none"], choices=["none", "group"],
-                        help="the blocks without or with GroupNorm (model.discriminator.group_norm)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    runs = {f"{res}x{res}_{pool}" + ("_group_norm" if norm == "group" else ""):
-            curve(res, pool, args.channels, args.steps, args.lr, norm == "group")
-            for res in args.resolutions for pool in args.pools for norm in args.norms}
+    runs = {f"{res}x{res}_{pool}": curve(res, pool, args.channels, args.steps, args.lr)
+            for res in args.resolutions for pool in args.pools}
     report = {"benchmark": "tower_shape_probe", "chance": 1 / 6, "channels": args.channels, "lr": args.lr,
               "what": "val shape accuracy of a supervised linear head on a fresh D-style tower, by map and pooling",
               "machine": report_json.machine(), "runs": runs}

@@ -33,20 +33,14 @@ class DiscriminatorBlock(nn.Module):
     """Halves the resolution: learnable-gain residual + 1x1-conv average-pooled shortcut.
 
     DF-GAN starts the gain at 0 (D begins as a linear average-pooling net); a gain of 1 lets D see
-    shapes from the first step, which matters for short runs. With ``group_norm`` each residual conv
-    is followed by a GroupNorm of 8 channels per group (per image, so gradient penalties stay per
-    sample): a supervised probe of the tower reads shape faster with it
-    (``benchmarks/tower_shape_probe.py --norms none group``)."""
+    shapes from the first step, which matters for short runs."""
 
-    def __init__(self, in_ch: int, out_ch: int, residual_gain: float = 1.0, group_norm: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, residual_gain: float = 1.0):
         super().__init__()
-        norm = (lambda: nn.GroupNorm(max(1, out_ch // 8), out_ch)) if group_norm else None
         self.residual = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
-            *([norm()] if norm else []),
             nn.LeakyReLU(0.2),
             nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            *([norm()] if norm else []),
             nn.LeakyReLU(0.2),
         )
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -152,7 +146,7 @@ class WordRegionMatcher(nn.Module):
 
 
 def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, resolution: int = 4,
-               residual_gain: float = 1.0, group_norm: bool = False):
+               residual_gain: float = 1.0):
     """The image trunk of D and the VAE-GAN's encoder: a 3x3 ``from_rgb``
     conv, then :class:`DiscriminatorBlock` s halving ``image_size`` down to ``resolution``.
 
@@ -165,7 +159,7 @@ def down_tower(*, image_size: int, base_channels: int, max_multiplier: int, reso
     n = check_image_size(image_size) - (resolution.bit_length() - 3)
     from_rgb = nn.Conv2d(3, width(image_size), 3, padding=1)
     blocks = nn.Sequential(*(DiscriminatorBlock(width(image_size // 2**i), width(image_size // 2 ** (i + 1)),
-                                                residual_gain, group_norm) for i in range(n)))
+                                                residual_gain) for i in range(n)))
     return from_rgb, blocks, width
 
 
@@ -196,13 +190,11 @@ class Discriminator(nn.Module):
         word_matching: bool = False,
         match_dim: int = 128,
         projection_resolution: int = 4,
-        group_norm: bool = False,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
         self.from_rgb, self.blocks, width = down_tower(image_size=image_size, base_channels=base_channels,
-                                                       max_multiplier=max_multiplier, residual_gain=residual_gain,
-                                                       group_norm=group_norm)
+                                                       max_multiplier=max_multiplier, residual_gain=residual_gain)
         self.projection_resolution = projection_resolution
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
                                         projection_ch=width(projection_resolution))
