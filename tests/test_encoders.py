@@ -140,14 +140,19 @@ def test_a_trainable_encoder_gets_no_gradient_through_d_in_the_g_step(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def _counted_encoder():
+    """A tiny encoder that records the captions of each of its calls, and its own forward."""
+    enc = HFTextEncoder(**TINY, max_length=16)
+    calls, real_forward = [], enc.forward
+    enc.forward = lambda captions: calls.append(list(captions)) or real_forward(captions)
+    return enc, calls, real_forward
+
+
 def test_the_feature_memo_returns_the_encoders_features_and_encodes_each_caption_once():
     from lightning_modules.components.text_encoders import FeatureMemo
 
-    enc = HFTextEncoder(**TINY, max_length=16)
+    enc, calls, real_forward = _counted_encoder()
     memo = FeatureMemo()
-    calls = []
-    real_forward = enc.forward
-    enc.forward = lambda captions: calls.append(list(captions)) or real_forward(captions)
     first = memo(enc, CAPTIONS)
     again = memo(enc, [CAPTIONS[1], "a green star", CAPTIONS[1]])
     assert calls == [CAPTIONS, ["a green star"]]  # held captions are not encoded again
@@ -168,11 +173,8 @@ def test_the_feature_memo_returns_the_encoders_features_and_encodes_each_caption
 def test_the_feature_memo_encodes_captions_and_negatives_in_one_call():
     from lightning_modules.components.text_encoders import FeatureMemo
 
-    enc = HFTextEncoder(**TINY, max_length=16)
+    enc, calls, _ = _counted_encoder()
     memo = FeatureMemo()
-    calls = []
-    real_forward = enc.forward
-    enc.forward = lambda captions: calls.append(list(captions)) or real_forward(captions)
     negatives = ["a green star", CAPTIONS[0]]
     text, neg = memo.many(enc, CAPTIONS, negatives)
     assert calls == [[*CAPTIONS, "a green star"]]  # one call, each new caption once
