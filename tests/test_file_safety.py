@@ -202,7 +202,7 @@ def test_a_resume_takes_this_runs_learning_rate(tmp_path):
     (tmp_path / "csv" / "metrics.csv").unlink(missing_ok=True)
     resumed = compose_train(tmp_path, ["trainer.max_steps=14", "trainer.val_check_interval=100",
                                        "trainer.log_every_n_steps=1", "resume=auto", "model.optimizer_g.lr=1e-5"])
-    with pytest.warns(UserWarning, match=r"model\.optimizer_g\.lr: 0\.0004 -> 1e-05"):
+    with pytest.warns(UserWarning, match=r"model\.optimizer_g\.lr: 0\.0008 -> 1e-05"):
         run_training(resumed)
     header, *rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     column = header.split(",").index("train/lr_g")
