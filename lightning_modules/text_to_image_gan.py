@@ -277,13 +277,7 @@ class TextToImageGAN(L.LightningModule):
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.encoder.frozen and "text_tokens" not in batch and self.data_negatives and "negative_caption" in batch:
-            # both from the memo in one encoder call over the new ones (text_of, negatives_of)
-            text, negatives = self.text_memo.many(self.encoder, batch["caption"], batch["negative_caption"])
-            if self._fast:
-                text, negatives = self._fixed_length(text), self._fixed_length(negatives)
-        else:
-            text, negatives = self.text_of(batch), self.negatives_of(batch)
+        text, negatives = self.text_and_negatives(batch)
         matches, mismatch = self.pairs(batch, text, negatives)
         return BatchInputs(images, text, matches, mismatch, negatives)
 
@@ -462,14 +456,6 @@ class TextToImageGAN(L.LightningModule):
             self.log_dict(bar, prog_bar=True, on_step=True, logger=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------ what the step reads
-    def negatives_of(self, batch: dict) -> TextFeatures | None:
-        """The data set's own mismatched captions (``negative_caption``), encoded, when
-        ``data_negatives`` is on and the batch has them; else None."""
-        if not self.data_negatives or "negative_caption" not in batch:
-            return None
-        text = self.encode_training(batch["negative_caption"])
-        return self._fixed_length(text) if self._fast else text
-
     def pairs(self, batch: dict, text: TextFeatures, negatives: TextFeatures | None) -> tuple[Matches, torch.Tensor]:
         """Which captions (then negatives, when it has them) are true of which image
         (:func:`caption_matches`) and each image's mismatched caption index (into the captions, then
@@ -484,19 +470,32 @@ class TextToImageGAN(L.LightningModule):
     def encode(self, captions: Sequence[str]) -> TextFeatures:
         return self.encoder(captions)
 
-    def encode_training(self, captions: Sequence[str]) -> TextFeatures:
-        """Training captions: a frozen encoder's features come from ``text_memo`` (each caption
-        encoded once), a trainable encoder runs."""
-        return self.text_memo(self.encoder, captions) if self.encoder.frozen else self.encode(captions)
+    def encode_training(self, *caption_lists: Sequence[str]) -> list[TextFeatures]:
+        """Training captions, a list of features per list: a frozen encoder's come from ``text_memo``
+        (each caption encoded once, the new ones of all the lists in one encoder call), a trainable
+        encoder runs on each list."""
+        if self.encoder.frozen:
+            return self.text_memo.many(self.encoder, *caption_lists)
+        return [self.encode(captions) for captions in caption_lists]
+
+    def text_and_negatives(self, batch: dict, negatives: bool = True) -> tuple[TextFeatures, TextFeatures | None]:
+        """The batch's text features, read from the data module's cache when it sent them (the encoder
+        does not run for them), and, when ``negatives`` and ``data_negatives`` are on and the batch has
+        them, the data set's own mismatched captions (``negative_caption``) encoded (else None)."""
+        cached = "text_tokens" in batch
+        with_negatives = negatives and self.data_negatives and "negative_caption" in batch
+        lists = [batch[key] for key, wanted in (("caption", not cached), ("negative_caption", with_negatives)) if wanted]
+        encoded = iter(self.encode_training(*lists))
+        text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype) if cached else next(encoded)
+        negative = next(encoded) if with_negatives else None
+        if self._fast:
+            text = self._fixed_length(text)
+            negative = self._fixed_length(negative) if negative is not None else None
+        return text, negative
 
     def text_of(self, batch: dict) -> TextFeatures:
-        """The batch's text features: read from the data module's cache when it sent them (the
-        encoder does not run), else encoded now."""
-        if "text_tokens" in batch:
-            text = TextFeatures.from_batch(batch, dtype=next(self.generator.parameters()).dtype)
-        else:
-            text = self.encode_training(batch["caption"])
-        return self._fixed_length(text) if self._fast else text
+        """The batch's text features (:meth:`text_and_negatives` without the negatives)."""
+        return self.text_and_negatives(batch, negatives=False)[0]
 
     def _fixed_length(self, text: TextFeatures) -> TextFeatures:
         """Compiled networks see one token length (``encoder.max_length``, padding masked), not the

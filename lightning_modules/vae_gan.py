@@ -4,7 +4,7 @@ An image encoder E maps a real image x and its caption c to q(z | x, c) = N(mu, 
 generator (any fusion, unchanged) decodes (z, c): from a posterior sample z = mu + eps * sigma it
 *reconstructs* x, from the prior N(0, I) it *samples*, as every GAN preset does. Per batch
 (``training_step``):
-  1. encode     captions -> TextFeatures (TextToImageGAN's ``text_of`` / ``negatives_of`` / ``pairs``)
+  1. encode     captions -> TextFeatures (TextToImageGAN's ``text_and_negatives`` / ``pairs``)
   2. VAE phase  E(x, c) -> z -> x_rec = G(z, c); E and G step on
                   KL weight (linear warm-up over ``kl_warmup_batches``) * KL(q || N(0, I))
                 + ``recon_weight`` * |x - x_rec|_1 (pixels)
