@@ -157,30 +157,11 @@ def trained_run(tmp_path_factory):
     return out
 
 
-# A shapes oracle trained in seconds: it reads colour, size and position well and shape poorly. Enough
-# for the tests of what reads an oracle (training metrics, evaluate.py, sweeps, loggers).
-QUICK_ORACLE = {"images": 4000, "epochs": 2}
-
-
 @pytest.fixture(scope="session")
 def oracle_cache(tmp_path_factory) -> Path:
-    """A cache folder holding a shapes oracle of the QUICK_ORACLE recipe, trained once per test session."""
-    from lightning_modules.metrics.shapes_oracle import load_or_train
-
-    cache = tmp_path_factory.mktemp("oracle_cache")
-    load_or_train(cache, log=lambda *_: None, **QUICK_ORACLE)
-    return cache
-
-
-@pytest.fixture(scope="session")
-def full_oracle_cache(tmp_path_factory) -> Path:
-    """A cache folder holding the shapes oracle of the default recipe (minutes of training): for the
-    slow tests of its accuracy."""
-    from lightning_modules.metrics.shapes_oracle import load_or_train
-
-    cache = tmp_path_factory.mktemp("full_oracle_cache")
-    load_or_train(cache, log=lambda *_: None)
-    return cache
+    """An empty cache folder for runs that read the shapes oracle: the shipped oracle serves them
+    (nothing is trained or written here, which the tests that load it check)."""
+    return tmp_path_factory.mktemp("oracle_cache")
 
 
 class InjectNaN:

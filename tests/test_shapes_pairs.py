@@ -234,23 +234,7 @@ def _real_test_renders(n: int):
 
 
 @pytest.mark.integration
-def test_a_quickly_trained_oracle_reads_count_and_relation_of_real_renders(oracle_cache):
-    """As far as the quick recipe reaches (it reads shape poorly, so binding waits for the slow tier):
-    two objects and their relation on real renders, nothing in a blank image."""
-    from lightning_modules.metrics.caption_accuracy import oracle_readout
-    from lightning_modules.metrics.shapes_oracle import load_or_train
-
-    oracle = load_or_train(oracle_cache)
-    scenes, images = _real_test_renders(300)
-    values = pairs.scores(oracle_readout(oracle, images)["oracle_pred"], scenes)
-    assert values["count"] >= 0.9 and values["relation"] >= 0.85, values
-    blank = oracle_readout(oracle, -torch.ones(8, 3, 32, 32))
-    assert all(v == 0.0 for v in pairs.scores(blank["oracle_pred"], scenes[:8]).values())
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_real_renders_score_the_ceiling_through_the_oracle(full_oracle_cache):
+def test_real_renders_score_the_ceiling_through_the_oracle(oracle_cache):
     """The oracle reads the data set's own test renders: count and relation at least 0.99, binding and
     scene at least 0.95 overall and 0.92 per subset (it misreads a few small shapes: 96.7% on 3,000
     test renders, 95.8% on unseen_composition, whose captions always name both shapes); a blank
@@ -258,7 +242,7 @@ def test_real_renders_score_the_ceiling_through_the_oracle(full_oracle_cache):
     from lightning_modules.metrics.caption_accuracy import oracle_readout
     from lightning_modules.metrics.shapes_oracle import load_or_train
 
-    oracle = load_or_train(full_oracle_cache)
+    oracle = load_or_train(oracle_cache)
     scenes, images = _real_test_renders(900)
     real = oracle_readout(oracle, images)
     values = pairs.pairs(real, real, scenes)

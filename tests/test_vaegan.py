@@ -98,7 +98,7 @@ def test_export_saves_only_the_ema_generator_and_generate_reads_checkpoint_and_e
 
 @pytest.mark.integration
 def test_evaluate_py_scores_caption_accuracy_of_a_vaegan(vaegan_run, oracle_cache, tmp_path):
-    """evaluate.py's plumbing on a vaegan checkpoint, with conftest's quick oracle (not its accuracy)."""
+    """evaluate.py's plumbing on a vaegan checkpoint, read by the shipped oracle."""
     out = tmp_path / "eval"
     result = run_script("evaluate.py", f"ckpt_path={vaegan_run / 'checkpoints' / 'last.ckpt'}",
                         "metrics=[caption_accuracy]", "num_samples=12", "batch_size=32", "device=cpu",

@@ -6,8 +6,13 @@ the radius and the rotation (as ``cos k*angle, sin k*angle``, ``k`` the shape's 
 symmetry), which the diversity metrics read. Trained once on fresh renders of every composition
 (1-2 objects, seeds no data split uses, held-out compositions included: it is a measuring
 instrument, not the GAN's data), with pixel noise and brightness augmentation so that it reads
-imperfect generated images, and cached under ``cache_dir/shapes_oracle/<renderer digest>.safetensors``:
-the digest covers the renderer's source and constants, so changing how shapes are drawn retrains it.
+imperfect generated images. The oracle of the default recipe ships with gan-ga
+(``shapes_oracle.safetensors`` beside this file, its renderer digest in its metadata), so every
+machine measures with the same weights and no run spends the ~100 s of training it; another recipe,
+or a renderer the shipped file was not trained for, is trained once and cached under
+``cache_dir/shapes_oracle/<renderer digest>.safetensors``. The digest covers the renderer's source and
+constants, so changing how shapes are drawn retrains it (and fails the test of the shipped file until
+``python -m lightning_modules.metrics.shapes_oracle`` writes it again).
 
 :func:`read_scenes` gives the per-cell reading and :meth:`ShapesOracle.features` a 256-d feature
 per image; ``lightning_modules/metrics/caption_accuracy.py`` turns them into caption accuracy and
@@ -38,6 +43,7 @@ INPUT_SIZE = 32
 ORACLE_SPLIT = 97  # render seeds of no data split
 VERSION = 2
 _RADIUS_MID, _RADIUS_SCALE = 0.115, 0.03
+SHIPPED = Path(__file__).with_name("shapes_oracle.safetensors")  # the default recipe's oracle (package data)
 
 
 def renderer_digest() -> str:
@@ -157,24 +163,56 @@ def train_oracle(*, images: int = 24000, epochs: int = 5, batch_size: int = 128,
     return model.eval().requires_grad_(False)
 
 
-def load_or_train(cache_dir: Path | str, log=print, **train_kwargs) -> ShapesOracle:
-    """The cached oracle for the current renderer, trained (and cached atomically) when absent."""
-    from safetensors.torch import load_file, save_file
+def _read(path: Path) -> ShapesOracle:
+    from safetensors.torch import load_file
 
-    path = Path(cache_dir) / "shapes_oracle" / f"{renderer_digest()}.safetensors"
+    model = ShapesOracle()
+    model.load_state_dict(load_file(path))  # strict: every tensor of this architecture, nothing else
+    return model.eval().requires_grad_(False)
+
+
+def shipped_digest(path: Path = SHIPPED) -> str | None:
+    """The renderer digest the shipped oracle was trained for (None: no shipped file)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return meta.get("renderer") if json.loads(meta.get("train", "null") or "null") == {} else None
+
+
+def load_or_train(cache_dir: Path | str, log=print, **train_kwargs) -> ShapesOracle:
+    """The default recipe's oracle as shipped when it was trained for the current renderer; else the
+    cached oracle for this renderer and recipe, trained (and cached atomically) when absent."""
+    digest = renderer_digest()
+    if not train_kwargs and shipped_digest() == digest:
+        return _read(SHIPPED)
+    if not train_kwargs and SHIPPED.is_file():
+        log(f"shapes oracle: {SHIPPED.name} was trained for another renderer; using a locally trained one "
+            "(python -m lightning_modules.metrics.shapes_oracle writes the shipped file again)")
+    name = digest
+    if train_kwargs:  # another recipe: its own file
+        name += "-" + hashlib.sha256(json.dumps(train_kwargs, sort_keys=True).encode()).hexdigest()[:8]
+    path = Path(cache_dir) / "shapes_oracle" / f"{name}.safetensors"
     if path.is_file():
         try:
-            model = ShapesOracle()
-            model.load_state_dict(load_file(path))
-            return model.eval().requires_grad_(False)
+            return _read(path)
         except Exception as err:  # noqa: BLE001 - a damaged cache file: train again
             log(f"shapes oracle: {path} unreadable ({err}); retraining")
     log(f"shapes oracle: training for this renderer -> {path}")
     model = train_oracle(log=log, **train_kwargs)
+    write(model, path, train_kwargs)
+    return model
+
+
+def write(model: ShapesOracle, path: Path, train_kwargs: dict) -> None:
+    """Saves the oracle atomically with its renderer digest and recipe in the metadata."""
+    from safetensors.torch import save_file
+
     with atomic_write(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
                   metadata={"renderer": renderer_digest(), "train": json.dumps(train_kwargs)})
-    return model
 
 
 @torch.no_grad()
@@ -190,3 +228,9 @@ def read_scenes(oracle: ShapesOracle, images: torch.Tensor, batch_size: int = 25
         preds["confidence"].append(out["present"].softmax(-1)[..., 1].float().cpu())
         preds["pose"].append(out["pose"].float().cpu())
     return {k: torch.cat(v) for k, v in preds.items()}
+
+
+if __name__ == "__main__":  # python -m lightning_modules.metrics.shapes_oracle: (re)write the shipped oracle
+    torch.set_num_threads(2)  # the thread count the shipped file was trained with
+    write(train_oracle(), SHIPPED, {})
+    print(f"wrote {SHIPPED} for renderer {renderer_digest()}")
