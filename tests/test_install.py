@@ -47,6 +47,9 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_and_generates(tmp_path):
     where = _run(python, "-c", "import lightning_modules, gan_ga_conf; print(lightning_modules.__file__)",
                  cwd=tmp_path)
     assert where.stdout.startswith(str(purelib)), where.stdout + where.stderr  # the installed copy, not the clone
+    shipped = _run(python, "-c", "from lightning_modules.metrics import shapes_oracle as so; "
+                   "print(so.SHIPPED.is_file(), so.shipped_digest() == so.renderer_digest())", cwd=tmp_path)
+    assert shipped.stdout.split() == ["True", "True"], shipped.stdout + shipped.stderr  # the oracle's weights too
 
     work = tmp_path / "work"
     work.mkdir()
