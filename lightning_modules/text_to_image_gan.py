@@ -437,8 +437,8 @@ class TextToImageGAN(L.LightningModule):
         if self._last_step_time is not None:
             images_per_sec = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
         self._last_step_time = now
-        connector = getattr(self.trainer, "_logger_connector", None)
-        if connector is not None and not (connector.should_update_logs or self.trainer.fast_dev_run):
+        if not (self._batches % self.trainer.log_every_n_steps == 0 or self.trainer.should_stop
+                or self.trainer.fast_dev_run):  # Lightning writes the logs of these batches only
             return
         logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]

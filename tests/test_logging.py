@@ -58,3 +58,18 @@ def test_tensorboard_receives_scalars_and_grid(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     assert "train/d_loss" in events.Tags()["scalars"]
     assert "samples/grid" in events.Tags()["images"]
+
+
+@pytest.mark.integration
+def test_training_values_reach_the_logger_at_every_logged_batch(tmp_path):
+    """The module logs only the batches whose values Lightning writes (every log_every_n_steps): each
+    of them reaches the CSV with that batch's own count, none is skipped."""
+    import csv
+
+    cfg = compose_train(tmp_path, ["logger=csv", "trainer.max_steps=14", "trainer.val_check_interval=100",
+                                   "trainer.log_every_n_steps=3", "callbacks.model_checkpoint=null"])
+    run_training(cfg)
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    logged = [float(r["train/batches"]) for r in rows if r.get("train/batches")]
+    assert logged == [3.0, 6.0], logged  # 7 batches (14 steps): batches 3 and 6
+    assert all(r.get("train/d_loss") for r in rows if r.get("train/batches"))
