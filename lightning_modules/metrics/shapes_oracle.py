@@ -172,14 +172,15 @@ def _read(path: Path) -> ShapesOracle:
 
 
 def shipped_digest(path: Path = SHIPPED) -> str | None:
-    """The renderer digest the shipped oracle was trained for (None: no shipped file)."""
+    """The renderer digest the shipped oracle was trained for (None: no shipped file, or one not of
+    the default recipe)."""
     from safetensors import safe_open
 
     if not path.is_file():
         return None
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    return meta.get("renderer") if json.loads(meta.get("train", "null") or "null") == {} else None
+    return meta.get("renderer") if meta.get("train") == json.dumps({}) else None  # as write() records it
 
 
 def load_or_train(cache_dir: Path | str, log=print, **train_kwargs) -> ShapesOracle:
