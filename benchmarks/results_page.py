@@ -256,20 +256,21 @@ def ema_section(paths: list[Path]) -> list[str]:
     """``ema_horizons_*.json``: one training run, its G averaged over several EMA horizons."""
     if not paths:
         return []
+    reports = [json.loads(p.read_text()) for p in paths]
     lines = ["## EMA horizons of one run (`benchmarks/ema_horizons.py`)", "",
              "The EMA of G never feeds back into training, so one run carries several averages (the module's own "
              "and one copy per extra beta, each with the same warm-up `min(beta, (1 + n) / (10 + n))`); each is "
-             "scored on 512 test captions. The horizons of one row group share one training trajectory.", "",
-             "| run | batches | minutes | EMA beta cap | " + " | ".join(t for _, t in COLUMNS) + " |",
-             "|---|---|---|---|" + "---|" * len(COLUMNS)]
-    for path in paths:
-        report = json.loads(path.read_text())
+             "scored on 512 test captions. The rows of one seed share one training trajectory. "
+             f"{machine(reports[0])}.", "",
+             "| run | seed | batches | minutes | EMA beta cap | " + " | ".join(t for _, t in COLUMNS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
+    for report in reports:
+        seed = next((o.split("=", 1)[1] for o in report.get("overrides", []) if o.startswith("seed=")), "0")
         for beta, result in report["final_eval"].items():
-            lines.append(f"| {overrides(report)} | {report['batches_trained']} | {report['wall_s'] / 60:.1f} | {beta} | "
-                         + " | ".join(cells(result.get("metrics", {}))) + " |")
-        if report.get("note"):
-            lines += ["", report["note"], ""]
-    lines.append(f"Machine: {machine(json.loads(paths[0].read_text()))}.")
+            lines.append(f"| {overrides(report)} | {seed} | {report['batches_trained']} | {report['wall_s'] / 60:.1f} | "
+                         f"{beta} | " + " | ".join(cells(result.get("metrics", {}))) + " |")
+    lines.append("")
+    lines += [f"* {report['note']}" for report in reports if report.get("note")]
     return lines + [""]
 
 
