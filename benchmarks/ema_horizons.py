@@ -30,7 +30,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 import report as report_json  # noqa: E402 - benchmarks/report.py
-
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema  # noqa: E402
 
 
