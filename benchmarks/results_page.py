@@ -267,7 +267,9 @@ def ema_section(paths: list[Path]) -> list[str]:
     for report in reports:
         seed = next((o.split("=", 1)[1] for o in report.get("overrides", []) if o.startswith("seed=")), "0")
         for beta, result in report["final_eval"].items():
-            lines.append(f"| {overrides(report)} | {seed} | {report['batches_trained']} | {report['wall_s'] / 60:.1f} | "
+            command = " ".join(["`python train.py`", *(f"`{o}`" for o in report.get("overrides", [])
+                                                         if not o.startswith(("seed=", "paths.")))])
+            lines.append(f"| {command} | {seed} | {report['batches_trained']} | {report['wall_s'] / 60:.1f} | "
                          f"{beta} | " + " | ".join(cells(result.get("metrics", {}))) + " |")
     lines.append("")
     lines += [f"* {report['note']}" for report in reports if report.get("note")]
