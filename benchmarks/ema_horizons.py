@@ -15,7 +15,6 @@ Usage: ``python benchmarks/ema_horizons.py --betas 0.99 0.995 [--final-eval N] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -50,20 +49,11 @@ class EmaHorizons(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         own = {k: v.clone() for k, v in pl_module.generator_ema.state_dict().items()}
-        folder = Path(trainer.default_root_dir) / "checkpoints"
+        folder = Path(trainer.checkpoint_callback.dirpath)  # beside last.ckpt
         for beta, copy in self.copies.items():
             pl_module.generator_ema.load_state_dict(copy.state_dict())
             trainer.save_checkpoint(folder / f"ema_{beta}.ckpt")
         pl_module.generator_ema.load_state_dict(own)
-
-
-def evaluate(ckpt: Path, samples: int, workdir: Path, env: dict) -> dict:
-    out = workdir / ckpt.stem
-    ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"num_samples={samples}",
-                         "split=test", f"hydra.run.dir={out}"], env=env, capture_output=True, text=True)
-    if ev.returncode != 0:
-        sys.exit(f"evaluate.py {ckpt} failed:\n{ev.stderr[-4000:]}")
-    return json.loads((out / "metrics.json").read_text())
 
 
 def main() -> None:
@@ -84,15 +74,16 @@ def main() -> None:
         wall = time.perf_counter() - t0
         if result.returncode != 0:
             sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
-        import torch
         import yaml
 
         cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
         checkpoints = run / "checkpoints"
-        batches = int(torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["gan_ga"]["batches_seen"])
-        scored = {f"own ({cfg['model']['ema_beta']})": evaluate(checkpoints / "last.ckpt", args.final_eval, Path(tmp), env)}
+        batches = report_json.batches_seen(checkpoints / "last.ckpt")
+        scored = {f"own ({cfg['model']['ema_beta']})": report_json.evaluate(checkpoints / "last.ckpt", args.final_eval,
+                                                                            Path(tmp) / "last", env)}
         for beta in args.betas:
-            scored[str(beta)] = evaluate(checkpoints / f"ema_{beta}.ckpt", args.final_eval, Path(tmp), env)
+            scored[str(beta)] = report_json.evaluate(checkpoints / f"ema_{beta}.ckpt", args.final_eval,
+                                                     Path(tmp) / f"ema_{beta}", env)
     report_json.write({
         "benchmark": "ema_horizons",
         "what": "test metrics (evaluate.py, split=test) of one run's G averaged over several EMA horizons; 'own' is "

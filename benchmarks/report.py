@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
@@ -35,3 +39,20 @@ def write(report: dict, out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def evaluate(ckpt: Path | str, samples: int, out_dir: Path, env: dict) -> dict:
+    """``evaluate.py`` on ``samples`` test captions of a checkpoint (its run's default metrics), run in
+    ``out_dir``; its ``metrics.json``. Exits with evaluate.py's error output when it fails."""
+    ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={ckpt}", f"num_samples={samples}",
+                         "split=test", f"hydra.run.dir={out_dir}"], env=env, capture_output=True, text=True)
+    if ev.returncode != 0:
+        sys.exit(f"evaluate.py {ckpt} failed:\n{ev.stderr[-4000:]}")
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def batches_seen(ckpt: Path) -> int:
+    """The batches a gan-ga training checkpoint had trained."""
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["gan_ga"]["batches_seen"])

@@ -266,9 +266,9 @@ def ema_section(paths: list[Path]) -> list[str]:
              "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
     for report in reports:
         seed = next((o.split("=", 1)[1] for o in report.get("overrides", []) if o.startswith("seed=")), "0")
+        command = " ".join(["`python train.py`", *(f"`{o}`" for o in report.get("overrides", [])
+                                                     if not o.startswith(("seed=", "paths.")))])
         for beta, result in report["final_eval"].items():
-            command = " ".join(["`python train.py`", *(f"`{o}`" for o in report.get("overrides", [])
-                                                         if not o.startswith(("seed=", "paths.")))])
             lines.append(f"| {command} | {seed} | {report['batches_trained']} | {report['wall_s'] / 60:.1f} | "
                          f"{beta} | " + " | ".join(cells(result.get("metrics", {}))) + " |")
     lines.append("")

@@ -82,21 +82,13 @@ def main() -> None:
                 sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
         final_eval = None
         if args.final_eval:
-            ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"ckpt_path={run}/checkpoints/last.ckpt",
-                                 f"num_samples={args.final_eval}", "split=test",
-                                 f"hydra.run.dir={Path(tmp) / 'eval'}"], env=env, capture_output=True, text=True)
-            if ev.returncode != 0:
-                sys.exit(f"evaluate.py failed:\n{ev.stderr[-4000:]}")
-            final_eval = json.loads((Path(tmp) / "eval" / "metrics.json").read_text())
+            final_eval = report_json.evaluate(run / "checkpoints" / "last.ckpt", args.final_eval, Path(tmp) / "eval", env)
         config = (run / ".hydra" / "config.yaml").read_text()
         import yaml
 
         cfg = yaml.safe_load(config)
         points = curve(run / "csv" / "metrics.csv", int(cfg["data"]["batch_size"]))
-        import torch
-
-        batches_trained = int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-                              ["gan_ga"]["batches_seen"])
+        batches_trained = report_json.batches_seen(run / "checkpoints" / "last.ckpt")
         best = json.loads((run / "checkpoints" / "best.json").read_text()) if (run / "checkpoints" / "best.json").is_file() else None
     data_target = str(cfg["data"].get("_target_"))
     report = {
