@@ -182,6 +182,7 @@ class TextToImageGAN(L.LightningModule):
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.1,
         diversity_weight: float = 0.0,
+        diversity_start: int = 0,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -205,7 +206,7 @@ class TextToImageGAN(L.LightningModule):
         self.max_bad_batches = max_bad_batches
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
         self.contrastive_temperature = contrastive_temperature
-        self.diversity_weight = diversity_weight
+        self.diversity_weight, self.diversity_start = diversity_weight, diversity_start
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self.text_memo = FeatureMemo()  # a frozen encoder's features of the training captions, once each
@@ -242,6 +243,7 @@ class TextToImageGAN(L.LightningModule):
         p.number("grad_clip_val", 0)
         p.number("contrastive_weight", 0)
         p.number("diversity_weight", 0)
+        p.number("diversity_start", 0, integer=True)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -384,7 +386,7 @@ class TextToImageGAN(L.LightningModule):
                                           text.tokens.detach(), text.mask)
         loss = adversarial = generator_loss(self.loss_kind, logits, real)
         logs = {"g_adversarial": adversarial.detach()}
-        if self.diversity_weight > 0:
+        if self.diversity_weight > 0 and self._batches >= self.diversity_start:
             seeking = self.mode_seeking(text, features)
             loss = loss + self.diversity_weight * seeking
             logs["g_mode_seeking"] = seeking.detach()
