@@ -70,3 +70,20 @@ def test_mode_seeking_term_is_low_when_two_noises_give_different_images(tmp_path
     assert float(same) == pytest.approx(0.0, abs=1e-5) and -2.0 <= float(term) < float(same) - 1e-6
     term.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
+
+
+@pytest.mark.integration
+def test_mode_seeking_term_starts_at_its_batch(tmp_path):
+    """``model.diversity_start``: G trains without the term (and draws no twin images) before that
+    batch, with it from that batch on."""
+    import csv
+
+    from lightning_modules.training import run_training
+
+    cfg = compose_train(tmp_path, ["logger=csv", "model.diversity_weight=1.0", "model.diversity_start=2",
+                                   "trainer.max_steps=8", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
+                                   "callbacks.model_checkpoint=null"])
+    run_training(cfg)
+    rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("train/batches")]
+    seeking = {int(float(r["train/batches"])): bool(r.get("train/g_mode_seeking")) for r in rows}
+    assert seeking == {1: False, 2: False, 3: True, 4: True}, seeking  # logged after the batch: batch 2 is the third
