@@ -10,7 +10,7 @@ and once for the negatives (``two_calls``) and the memo's ``many`` (change: one 
 the batch's new captions and negatives, what training does), under the precision ``precision=auto``
 trains in on this CPU. It also records the memo's hit rate.
 
-Usage: ``python benchmarks/text_memo_speed.py [--batches 3100] [--out FILE] [hydra overrides ...]``
+Usage: ``python benchmarks/text_memo_speed.py [--batches 3500] [--out FILE] [hydra overrides ...]``
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import report as report_json  # noqa: E402 - benchmarks/report.py
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--batches", type=int, default=3100, help="training batches (the default run's 3100)")
+    parser.add_argument("--batches", type=int, default=3500, help="training batches (the default run's 3500)")
     args, overrides = parser.parse_known_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
