@@ -74,8 +74,8 @@ def test_mode_seeking_term_is_low_when_two_noises_give_different_images(tmp_path
 
 @pytest.mark.integration
 def test_mode_seeking_term_starts_at_its_batch(tmp_path):
-    """``model.diversity_start``: G trains without the term (and draws no twin images) before that
-    batch, with it from that batch on."""
+    """``model.diversity_start``: G's loss has no mode-seeking term before that batch (none is
+    logged), and has it from that batch on."""
     import csv
 
     from lightning_modules.training import run_training
