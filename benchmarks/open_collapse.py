@@ -32,23 +32,19 @@ SAMPLES = 64
 def histograms(model, oracle, prompts) -> list[dict]:
     """Per prompt and open attribute: the oracle-read histogram of 64 samples (noise seed 0)."""
     from datamodules import shapes
-    from lightning_modules.metrics.caption_accuracy import _read_value
+    from lightning_modules.metrics.caption_accuracy import ATTRIBUTE_VALUES, open_histogram
     from lightning_modules.metrics.shapes_oracle import read_scenes
 
-    values = {"shape": shapes.SHAPES, "color": shapes.COLOR_NAMES, "size": shapes.SIZES, "position": shapes.POSITIONS}
     out = []
     for scene, text in prompts:
         pred = read_scenes(oracle, model.generate([text], num=SAMPLES, seed=0, output="tensor"))
         for attribute in (a for a in shapes.ATTRIBUTES if a not in scene.names(0)):
-            hist = np.zeros(len(values[attribute]) + 1)  # the last: no object read
-            for i in range(SAMPLES):
-                value = _read_value(pred, i, attribute)
-                hist[-1 if value is None else value] += 1
-            hist /= SAMPLES
+            values = ATTRIBUTE_VALUES[attribute]
+            hist = open_histogram(pred, range(SAMPLES), attribute)
             reference = np.append(shapes.open_distribution(scene, attribute), 0.0)
             top = int(hist.argmax())
             out.append({"prompt": text, "attribute": attribute,
-                        "top": "none" if top == len(values[attribute]) else values[attribute][top],
+                        "top": "none" if top == len(values) else values[top],
                         "top_share": float(hist[top]), "tv": 0.5 * float(np.abs(hist - reference).sum()),
                         "histogram": [round(float(x), 4) for x in hist]})
     return out
@@ -67,15 +63,14 @@ def main() -> None:
     from lightning_modules.metrics.caption_accuracy import diversity_prompts
     from lightning_modules.metrics.shapes_oracle import load_or_train
 
-    ckpts = sorted((p for p in (args.run / "checkpoints").glob("*.ckpt") if "-step" in p.name),
-                   key=lambda p: report_json.batches_seen(p))
+    ckpts = sorted((report_json.batches_seen(p), p) for p in (args.run / "checkpoints").glob("*.ckpt")
+                   if "-step" in p.name)
     if not ckpts:
         sys.exit(f"{args.run}/checkpoints: no periodic checkpoints (epochNNN-stepNNNNNNN.ckpt) to read")
-    oracle = load_or_train(ROOT / ".cache").eval()
+    oracle = load_or_train(ROOT / "data" / "cache").eval()  # paths.cache_dir's default (the shipped oracle if current)
     points, prompts = [], None
-    for ckpt in ckpts:
-        batches = report_json.batches_seen(ckpt)
-        if batches % args.every and ckpt is not ckpts[-1]:
+    for batches, ckpt in ckpts:
+        if batches % args.every and ckpt != ckpts[-1][1]:
             continue
         model = lightning_modules.load(ckpt, device="cpu")
         if prompts is None:

@@ -204,6 +204,20 @@ def _read_value(pred: dict[str, torch.Tensor], i: int, attribute: str) -> int | 
     return cell if attribute == "position" else int(pred[attribute][i, cell])
 
 
+ATTRIBUTE_VALUES = {"shape": shapes.SHAPES, "color": shapes.COLOR_NAMES, "size": shapes.SIZES,
+                    "position": shapes.POSITIONS}
+
+
+def open_histogram(pred: dict[str, torch.Tensor], rows: Sequence[int], attribute: str) -> np.ndarray:
+    """The oracle-read distribution of ``attribute`` over images ``rows``: one share per value of
+    :data:`ATTRIBUTE_VALUES`, and a last one for the images where no object is read."""
+    hist = np.zeros(len(ATTRIBUTE_VALUES[attribute]) + 1)
+    for i in rows:
+        value = _read_value(pred, i, attribute)
+        hist[-1 if value is None else value] += 1
+    return hist / len(rows)
+
+
 def _spread(pred: dict[str, torch.Tensor], rows: list[int], scene: Scene) -> np.ndarray | None:
     """[dx std, dy std, radius std, rotation circular variance or nan] of the rows that show the caption."""
     picked = [i for i in rows if _judge(pred, i, scene)[1]]
@@ -219,7 +233,6 @@ def _spread(pred: dict[str, torch.Tensor], rows: list[int], scene: Scene) -> np.
 
 def diversity(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], scenes: Sequence[Scene],
               blocks: dict[str, tuple[int, int]], per_prompt: int = PER_PROMPT) -> dict[str, float]:
-    values = {"shape": shapes.SHAPES, "color": shapes.COLOR_NAMES, "size": shapes.SIZES, "position": shapes.POSITIONS}
     out: dict[str, float] = {}
     for name, pred in (("", fake), ("real_", real)):
         tvs, raws, floors = [], [], []
@@ -228,11 +241,7 @@ def diversity(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], scen
             rows, scene = range(first, min(first + per_prompt, stop)), scenes[first]
             for attribute in (a for a in ATTRIBUTES if a not in scene.names(0)):
                 reference = shapes.open_distribution(scene, attribute)
-                hist = np.zeros(len(values[attribute]) + 1)  # the last: no object read
-                for i in rows:
-                    value = _read_value(pred, i, attribute)
-                    hist[-1 if value is None else value] += 1
-                hist /= len(rows)
+                hist = open_histogram(pred, rows, attribute)
                 raw = 0.5 * float(np.abs(hist - np.append(reference, 0.0)).sum())
                 floor = _tv_floor(tuple(float(x) for x in reference), len(rows))
                 tvs.append(max(0.0, raw - floor))
