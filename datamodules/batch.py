@@ -32,6 +32,7 @@ class Batch(TypedDict, total=False):
     named: Tensor  # [B, O, 4] bool: the caption names that attribute (an open one may be anything)
     negative_caption: list[str]  # B captions false of their image (data.negatives)
     negative_attributes: Tensor  # [B, O, 4] long: what each negative caption says
+    redraws: Tensor  # [B, K, 3, H, W]: other renders of each caption (open attributes and poses drawn again)
     # --- relation scenes (datamodules/shapes_pairs.py): object 0 <relation> object 1; cells not named
     relation: Tensor  # [B] long: index into shapes_pairs.RELATIONS of what the caption says
     negative_relation: Tensor  # [B] long: the relation each negative caption says

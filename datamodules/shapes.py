@@ -397,7 +397,8 @@ class ShapesDataset(Dataset):
 
     def __init__(self, *, split: str, length: int, image_size: int = 32, seed: int = 0,
                  min_objects: int = 1, max_objects: int = 2, negatives: bool = False,
-                 negative_weights: Sequence[float] | None = None, open_probability: float = 0.2):
+                 negative_weights: Sequence[float] | None = None, open_probability: float = 0.2,
+                 redraws: int = 0):
         if split not in SPLITS:
             raise ValueError(f"shapes split {split!r} is not one of {tuple(SPLITS)}")
         self.split, self.length, self.image_size, self.seed = split, length, image_size, seed
@@ -405,6 +406,7 @@ class ShapesDataset(Dataset):
         self.negatives = negatives
         self.negative_weights = None if negative_weights is None else tuple(float(w) for w in negative_weights)
         self.open_probability = float(open_probability)
+        self.redraws = int(redraws)
 
     def with_length(self, length: int) -> ShapesDataset:
         """The same data set (same class and settings) with ``length`` samples: evaluation's longer split."""
@@ -449,6 +451,10 @@ class ShapesDataset(Dataset):
             rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 1])
             negative = counterfactual(scene, rng, self.negative_weights)
             item.update(negative_caption=caption(negative, rng), negative_attributes=self.attributes(negative))
+        if self.redraws:  # other scenes the caption describes as well: its own stream too
+            rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 2])
+            item["redraws"] = torch.stack([torch.from_numpy(np.array(render(redraw(scene, rng), self.image_size)))
+                                           .permute(2, 0, 1) for _ in range(self.redraws)]).float() / 127.5 - 1.0
         return item
 
 
@@ -474,6 +480,7 @@ class ShapesDataModule(ResumableDataModule):
         negatives: bool = False,
         negative_weights: Sequence[float] | None = None,
         open_probability: float = 0.2,
+        redraws: int = 0,
         augment_policy: Sequence[str] = (),
         sample_prompts: Sequence[str] = (),
     ):
@@ -487,7 +494,7 @@ class ShapesDataModule(ResumableDataModule):
                   open_probability=open_probability)
         self.datasets = {
             "train": self.dataset_class(split="train", length=train_size, negatives=negatives,
-                                        negative_weights=negative_weights, **kw),
+                                        negative_weights=negative_weights, redraws=redraws, **kw),
             "val": self.dataset_class(split="val", length=val_size, **kw),
             "test": self.dataset_class(split="test", length=test_size, **kw),
         }
@@ -508,6 +515,7 @@ class ShapesDataModule(ResumableDataModule):
                "negative_weights", f"null, or {len(ATTRIBUTES)} non-negative numbers, not all 0: how often each of "
                f"{list(ATTRIBUTES)} is the attribute a negative caption changes")
         p.number("open_probability", 0, 1, high_open=True)
+        p.number("redraws", 0, integer=True)
         lo, hi = values.get("min_objects", 1), values.get("max_objects", 2)
         p.need(isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= 2, "min_objects",
                f"with {key}.max_objects={hi!r}: need 1 <= min_objects <= max_objects <= 2")

@@ -71,6 +71,12 @@ def validate(cfg: DictConfig) -> None:
     if devices_problem:
         problems.append(devices_problem)
 
+    mmd = _get(cfg, "model.mmd_weight") or 0
+    if isinstance(mmd, (int, float)) and mmd > 0:
+        redraws = _get(cfg, "data.redraws")
+        need(isinstance(redraws, int) and redraws >= 2, "data.redraws",
+             f"model.mmd_weight={mmd!r} compares K fakes of a caption with K other renders of it: set data.redraws "
+             f"to 2 or more (4 measured; a data set without redraws: model.mmd_weight=0)")
     need(str(_get(cfg, "trainer.precision")) in PRECISIONS, "trainer.precision", f"allowed: {list(PRECISIONS)}")
     for key in ("trainer.max_steps", "trainer.max_epochs"):
         value = _get(cfg, key)

@@ -29,6 +29,7 @@ class Noise(IntEnum):
     EVAL = 11  # evaluate.py and training metrics: noise per sample index
     EVAL_SUBSET = 12  # evaluate.py and training metrics: which images of a split are scored
     G_TWIN = 13  # the second noise of the mode-seeking term's pairs (same caption, other noise)
+    G_MMD = 14  # the fakes of the per-caption MMD term (K fakes of a caption)
 
 
 def seed_for(*parts: int) -> int:

@@ -112,6 +112,8 @@ class BatchInputs:
     matches: Matches
     mismatch: torch.Tensor
     negatives: TextFeatures | None = None
+    redraws: torch.Tensor | None = None  # [B, K, 3, H, W]: other renders of each caption (data.redraws)
+    named: torch.Tensor | None = None  # [B, O, 4] bool: what each caption names (shapes)
 
     @classmethod
     def plain(cls, images: torch.Tensor, text: TextFeatures) -> "BatchInputs":
@@ -183,6 +185,8 @@ class TextToImageGAN(L.LightningModule):
         contrastive_temperature: float = 0.1,
         diversity_weight: float = 0.0,
         diversity_start: int = 0,
+        mmd_weight: float = 0.0,
+        mmd_rows: int = 2,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -207,6 +211,7 @@ class TextToImageGAN(L.LightningModule):
         self.mismatch, self.data_negatives, self.contrastive_weight = mismatch, data_negatives, contrastive_weight
         self.contrastive_temperature = contrastive_temperature
         self.diversity_weight, self.diversity_start = diversity_weight, diversity_start
+        self.mmd_weight, self.mmd_rows = mmd_weight, mmd_rows
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self.text_memo = FeatureMemo()  # a frozen encoder's features of the training captions, once each
@@ -244,6 +249,8 @@ class TextToImageGAN(L.LightningModule):
         p.number("contrastive_weight", 0)
         p.number("diversity_weight", 0)
         p.number("diversity_start", 0, integer=True)
+        p.number("mmd_weight", 0)
+        p.number("mmd_rows", 1, integer=True)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -281,7 +288,7 @@ class TextToImageGAN(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         text, negatives = self.text_and_negatives(batch)
         matches, mismatch = self.pairs(batch, text, negatives)
-        return BatchInputs(images, text, matches, mismatch, negatives)
+        return BatchInputs(images, text, matches, mismatch, negatives, batch.get("redraws"), batch.get("named"))
 
     def discriminator_phase(self, inputs: BatchInputs, optimizer,
                             fake_of: Callable[[int], torch.Tensor | None]) -> tuple[dict, torch.Tensor]:
@@ -390,6 +397,10 @@ class TextToImageGAN(L.LightningModule):
             seeking = self.mode_seeking(text, features)
             loss = loss + self.diversity_weight * seeking
             logs["g_mode_seeking"] = seeking.detach()
+        if self.mmd_weight > 0 and self._batches >= self.diversity_start:
+            mmd = self.caption_mmd(inputs)
+            loss = loss + self.mmd_weight * mmd
+            logs["g_mmd"] = mmd.detach()
         if self.contrastive_weight > 0:
             contrastive = contrastive_loss(similarity, inputs.matches.of_captions, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * contrastive
@@ -417,6 +428,39 @@ class TextToImageGAN(L.LightningModule):
         chords = [chord(features.map, twin_features.map), chord(features.map, twin_features.map),
                   chord(features.pooled, twin_features.pooled)]
         return -sum(chords) / len(chords)
+
+    def caption_mmd(self, inputs: BatchInputs) -> torch.Tensor:
+        """The squared MMD, per caption, between K fakes of it and K other renders of it (the data's
+        ``redraws``), in D's unit-length 4x4 features (a sum of Gaussian kernels), averaged over the
+        ``mmd_rows`` captions of the batch that leave the most open. Fakes repel each other and are
+        drawn to the real renders, so a caption's fakes spread as its renders do: a colour the words
+        leave open that no fake shows is a real render with no fake near it."""
+        redraws, text = inputs.redraws, inputs.text
+        if redraws is None:
+            raise ValueError("model.mmd_weight > 0 compares fakes with other renders of their caption: the data "
+                             "must yield `redraws` (data=shapes: set data.redraws to 2 or more)")
+        named = inputs.named
+        order = (torch.argsort(named.flatten(1).sum(1).float() + torch.linspace(0, 0.5, len(named), device=named.device))
+                 if named is not None else torch.arange(len(text), device=redraws.device))
+        rows = order[: min(self.mmd_rows, len(text))]
+        n, k = len(rows), redraws.shape[1]
+        repeat = rows.repeat_interleave(k)
+        fake = self.fast("generator")(self.noise(n * k, Noise.G_MMD), text.index(repeat).detach())
+        unit = lambda f: torch.nn.functional.normalize(f.flatten(1).float(), dim=1).view(n, k, -1)  # noqa: E731
+        f = unit(self.fast("d_features")(self.d_input(fake, Noise.AUG_G)).map)
+        with torch.no_grad():
+            real = redraws[rows].flatten(0, 1)
+            r = unit(self.fast("d_features")(self.d_input(real, Noise.AUG_REAL)).map)
+
+        def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [n, k, d] x [n, k, d] -> [n, k, k]
+            d2 = torch.cdist(a, b).square()
+            return sum(torch.exp(-d2 / (2 * s * s)) for s in (0.25, 0.5, 1.0))
+
+        off = 1.0 - torch.eye(k, device=f.device)
+        fake_fake = (kernel(f, f) * off).sum((1, 2)) / (k * (k - 1))
+        fake_real = kernel(f, r).mean((1, 2))
+        real_real = (kernel(r, r) * off).sum((1, 2)) / (k * (k - 1))
+        return (fake_fake - 2 * fake_real + real_real).mean()
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Runs inside ``optimizer.step()``, after a 16-mixed GradScaler's ``unscale_``: the update

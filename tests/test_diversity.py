@@ -87,3 +87,67 @@ def test_mode_seeking_term_starts_at_its_batch(tmp_path):
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("train/batches")]
     seeking = {int(float(r["train/batches"])): bool(r.get("train/g_mode_seeking")) for r in rows}
     assert seeking == {1: False, 2: False, 3: True, 4: True}, seeking  # logged after the batch: batch 2 is the third
+
+
+def test_caption_mmd_is_higher_for_fakes_that_ignore_their_noise(tmp_path):
+    """The per-caption MMD between K fakes and K other renders of the caption: lower when the fakes
+    vary as the renders do (fakes that are other renders of the caption) than when they are one image
+    repeated (a generator that ignores its noise); it reaches G's weights; without the data's
+    redraws it names the setting to change."""
+    from dataclasses import replace
+
+    from datamodules.shapes import ShapesDataset
+    from lightning_modules.loading import build_module
+    from lightning_modules.text_to_image_gan import BatchInputs
+
+    cfg = compose_train(tmp_path, ["model.mmd_weight=1.0", "model.mmd_rows=2"])
+    module = build_module(cfg)
+    data = ShapesDataset(split="train", length=64, seed=3, min_objects=1, max_objects=1, open_probability=0.5,
+                         redraws=4)
+    items = [data[i] for i in range(6)]
+    text = module.encode([it["caption"] for it in items])
+    stack = lambda key: torch.stack([it[key] for it in items])  # noqa: E731
+    inputs = replace(BatchInputs.plain(stack("image"), text), redraws=stack("redraws"), named=stack("named"))
+    assert inputs.redraws.shape == (6, 4, 3, 32, 32)
+    rows = torch.argsort(inputs.named.flatten(1).sum(1).float() + torch.linspace(0, 0.5, 6))[:2]
+    twins = [ShapesDataset(split="train", length=64, seed=3, min_objects=1, max_objects=1, open_probability=0.5,
+                           redraws=8)[i]["redraws"][4:] for i in range(6)]  # four more renders of each caption
+    original = module.generator.forward
+    try:
+        module.generator.forward = lambda z, t: torch.cat([twins[int(r)] for r in rows])
+        varied = float(module.caption_mmd(inputs))
+        module.generator.forward = lambda z, t: torch.cat([twins[int(r)][:1].expand(4, -1, -1, -1) for r in rows])
+        collapsed = float(module.caption_mmd(inputs))
+    finally:
+        module.generator.forward = original
+    assert collapsed > varied + 0.05, (collapsed, varied)
+    term = module.caption_mmd(inputs)
+    term.backward()
+    assert torch.isfinite(term) and any(p.grad is not None and p.grad.abs().sum() > 0
+                                        for p in module.generator.parameters())
+    with pytest.raises(ValueError, match="data.redraws"):
+        module.caption_mmd(BatchInputs.plain(stack("image"), text))
+
+
+def test_caption_mmd_without_redraws_is_refused_before_training(tmp_path):
+    from gan_ga_utils.errors import ConfigError
+    from lightning_modules.config_checks import validate
+
+    validate(compose_train(tmp_path, ["model.mmd_weight=0.5", "data.redraws=4"]))
+    with pytest.raises(ConfigError, match="data.redraws"):
+        validate(compose_train(tmp_path, ["model.mmd_weight=0.5"]))
+
+
+def test_redraws_leave_the_sample_as_it_was():
+    """``data.redraws`` adds other renders of each caption from a stream of their own: the image,
+    the caption and its negative are those of the data set without them."""
+    from datamodules.shapes import ShapesDataset
+
+    kw = dict(split="train", length=16, seed=5, min_objects=1, max_objects=1, negatives=True, open_probability=0.5)
+    plain, more = ShapesDataset(**kw), ShapesDataset(**kw, redraws=3)
+    for i in range(8):
+        a, b = plain[i], more[i]
+        assert a["caption"] == b["caption"] and a["negative_caption"] == b["negative_caption"]
+        torch.testing.assert_close(a["image"], b["image"])
+        assert "redraws" not in a and b["redraws"].shape == (3, *a["image"].shape)
+        assert not torch.equal(b["redraws"][0], b["redraws"][1])
