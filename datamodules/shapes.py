@@ -290,6 +290,11 @@ def render(scene: Scene, image_size: int) -> Image.Image:
     return image.resize((image_size, image_size), Image.Resampling.BOX)
 
 
+def render_tensor(scene: Scene, image_size: int) -> torch.Tensor:
+    """:func:`render` as a [3, S, S] float tensor in [-1, 1], as the data set yields images."""
+    return torch.from_numpy(np.array(render(scene, image_size))).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
 def counterfactual(scene: Scene, rng: np.random.Generator, weights: Sequence[float] | None = None,
                    training_only: bool = True) -> Scene:
     """The scene with exactly one *named* attribute of one object changed: its caption is wrong in one
@@ -444,8 +449,7 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scene, text = self.sample(index)
-        pixels = torch.from_numpy(np.array(render(scene, self.image_size))).permute(2, 0, 1)
-        item = {"image": pixels.float() / 127.5 - 1.0, "caption": text, "attributes": self.attributes(scene),
+        item = {"image": render_tensor(scene, self.image_size), "caption": text, "attributes": self.attributes(scene),
                 "named": self.named(scene)}
         if self.negatives:  # its own random stream: the sample itself is the same with or without
             rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 1])
@@ -453,8 +457,7 @@ class ShapesDataset(Dataset):
             item.update(negative_caption=caption(negative, rng), negative_attributes=self.attributes(negative))
         if self.redraws:  # other scenes the caption describes as well: its own stream too
             rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 2])
-            item["redraws"] = torch.stack([torch.from_numpy(np.array(render(redraw(scene, rng), self.image_size)))
-                                           .permute(2, 0, 1) for _ in range(self.redraws)]).float() / 127.5 - 1.0
+            item["redraws"] = torch.stack([render_tensor(redraw(scene, rng), self.image_size) for _ in range(self.redraws)])
         return item
 
 

@@ -78,7 +78,7 @@ def eval_set(datamodule, split: str, n: int, seed: int, diversity: bool = True) 
     """``n`` captions of a split and their real images: see the module's docstring. On shapes, with
     ``diversity``, the diversity blocks follow (``metrics/caption_accuracy.py``): each of their
     prompts ``PER_PROMPT`` times, the real image of each a fresh render of what the prompt describes."""
-    from datamodules.shapes import ShapesDataModule, redraw, render
+    from datamodules.shapes import ShapesDataModule, redraw, render_tensor
 
     if isinstance(datamodule, ShapesDataModule):
         from lightning_modules.metrics.caption_accuracy import PER_PROMPT, diversity_prompts
@@ -97,8 +97,7 @@ def eval_set(datamodule, split: str, n: int, seed: int, diversity: bool = True) 
             if k < len(picks):
                 return dataset[picks[k]]["image"]
             scene = redraw(samples[k][0], np.random.default_rng([seed, Noise.EVAL, k]))
-            pixels = torch.from_numpy(np.array(render(scene, dataset.image_size))).permute(2, 0, 1)
-            return pixels.float() / 127.5 - 1.0
+            return render_tensor(scene, dataset.image_size)
 
         return EvalSet([c for _, c in samples], image, [s for s, _ in samples],
                        {"rule": SUBSET_RULE, "seed": seed, "split_images": base.length,

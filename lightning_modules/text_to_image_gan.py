@@ -100,6 +100,21 @@ class CompiledOrEager:
         return self.fn(*args, **kwargs)
 
 
+def unit_features(features: torch.Tensor) -> torch.Tensor:
+    """Each image's D features flattened and scaled to unit length (float32): blind to the scale of
+    D's features, which grows as D trains."""
+    return torch.nn.functional.normalize(features.flatten(1).float(), dim=1)
+
+
+def most_open_rows(named: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+    """The batch's rows ordered from the caption that names fewest attributes to the one that names
+    most, earlier rows first among equals; in batch order without ``named`` (a data set that does
+    not say what its captions name)."""
+    if named is None:
+        return torch.arange(n, device=device)
+    return torch.argsort(named.flatten(1).sum(1).float() + torch.linspace(0, 0.5, len(named), device=named.device))
+
+
 @dataclass(frozen=True)
 class BatchInputs:
     """What the phases of one training batch read, built once by ``TextToImageGAN.batch_inputs``:
@@ -419,8 +434,7 @@ class TextToImageGAN(L.LightningModule):
         h = max(1, len(text) // 4)
         twin = self.fast("generator")(self.noise(h, Noise.G_TWIN), text.index(slice(0, h)))
         twin_features = self.fast("d_features")(self.d_input(twin, Noise.AUG_G))
-        unit = lambda f: torch.nn.functional.normalize(f.flatten(1).float(), dim=1)  # noqa: E731
-        chord = lambda a, b: (unit(a[:h]) - unit(b)).norm(dim=1).mean()  # noqa: E731
+        chord = lambda a, b: (unit_features(a[:h]) - unit_features(b)).norm(dim=1).mean()  # noqa: E731
         if features.pooled is None:
             return -chord(features.map, twin_features.map)
         # with the finer map the projection reads: the 4x4 map weighs 2/3, that map 1/3 (two terms of
@@ -439,18 +453,13 @@ class TextToImageGAN(L.LightningModule):
         if redraws is None:
             raise ValueError("model.mmd_weight > 0 compares fakes with other renders of their caption: the data "
                              "must yield `redraws` (data=shapes: set data.redraws to 2 or more)")
-        named = inputs.named
-        order = (torch.argsort(named.flatten(1).sum(1).float() + torch.linspace(0, 0.5, len(named), device=named.device))
-                 if named is not None else torch.arange(len(text), device=redraws.device))
-        rows = order[: min(self.mmd_rows, len(text))]
+        rows = most_open_rows(inputs.named, len(text), redraws.device)[: self.mmd_rows]
         n, k = len(rows), redraws.shape[1]
-        repeat = rows.repeat_interleave(k)
-        fake = self.fast("generator")(self.noise(n * k, Noise.G_MMD), text.index(repeat).detach())
-        unit = lambda f: torch.nn.functional.normalize(f.flatten(1).float(), dim=1).view(n, k, -1)  # noqa: E731
-        f = unit(self.fast("d_features")(self.d_input(fake, Noise.AUG_G)).map)
+        fake = self.fast("generator")(self.noise(n * k, Noise.G_MMD), text.index(rows.repeat_interleave(k)).detach())
+        f = unit_features(self.fast("d_features")(self.d_input(fake, Noise.AUG_G)).map).view(n, k, -1)
         with torch.no_grad():
             real = redraws[rows].flatten(0, 1)
-            r = unit(self.fast("d_features")(self.d_input(real, Noise.AUG_REAL)).map)
+            r = unit_features(self.fast("d_features")(self.d_input(real, Noise.AUG_REAL)).map).view(n, k, -1)
 
         def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [n, k, d] x [n, k, d] -> [n, k, k]
             d2 = torch.cdist(a, b).square()

@@ -98,7 +98,7 @@ def test_caption_mmd_is_higher_for_fakes_that_ignore_their_noise(tmp_path):
 
     from datamodules.shapes import ShapesDataset
     from lightning_modules.loading import build_module
-    from lightning_modules.text_to_image_gan import BatchInputs
+    from lightning_modules.text_to_image_gan import BatchInputs, most_open_rows
 
     cfg = compose_train(tmp_path, ["model.mmd_weight=1.0", "model.mmd_rows=2"])
     module = build_module(cfg)
@@ -109,7 +109,8 @@ def test_caption_mmd_is_higher_for_fakes_that_ignore_their_noise(tmp_path):
     stack = lambda key: torch.stack([it[key] for it in items])  # noqa: E731
     inputs = replace(BatchInputs.plain(stack("image"), text), redraws=stack("redraws"), named=stack("named"))
     assert inputs.redraws.shape == (6, 4, 3, 32, 32)
-    rows = torch.argsort(inputs.named.flatten(1).sum(1).float() + torch.linspace(0, 0.5, 6))[:2]
+    rows = most_open_rows(inputs.named, 6, torch.device("cpu"))[:2]  # the captions the term reads
+    assert all(int(inputs.named[r].sum()) <= int(inputs.named[o].sum()) for r in rows for o in range(6) if o not in rows)
     twins = [ShapesDataset(split="train", length=64, seed=3, min_objects=1, max_objects=1, open_probability=0.5,
                            redraws=8)[i]["redraws"][4:] for i in range(6)]  # four more renders of each caption
     original = module.generator.forward
