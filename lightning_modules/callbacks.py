@@ -63,7 +63,8 @@ class Checkpoint(ModelCheckpoint):
     """ModelCheckpoint that counts its interval in batches, and whose ``last.ckpt`` is always the
     state at the end of training.
 
-    ``every_n_batches``: a periodic checkpoint every N trained batches. Lightning's
+    ``every_n_batches``: a periodic checkpoint every N trained batches, and no other (no save at each
+    validation unless ``every_n_epochs`` is set). Lightning's
     ``every_n_train_steps`` counts optimizer steps (``n_critic + 1`` per batch, plus lazy penalty
     steps), and one skipped update shifts them for good: ``global_step % N`` would never be 0 again.
     Lightning's own callback also skips the final save once any periodic checkpoint was written, so
@@ -82,6 +83,9 @@ class Checkpoint(ModelCheckpoint):
                               "callbacks.model_checkpoint.every_n_batches instead")
         if every_n_batches is not None and every_n_batches < 0:
             raise ConfigError(f"callbacks.model_checkpoint.every_n_batches={every_n_batches}: must be >= 0 (0 = off)")
+        # the batch interval is the one periodic save: Lightning's every_n_epochs defaults to 1, which in
+        # a run of one long epoch also saved a full checkpoint at every validation
+        kwargs.setdefault("every_n_epochs", 0)
         super().__init__(**kwargs)
         self.every_n_batches = every_n_batches or 0
 

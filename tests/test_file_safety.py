@@ -189,6 +189,15 @@ def test_a_run_whose_weights_turn_non_finite_writes_no_such_checkpoint(tmp_path)
     assert chosen.batches <= 3
 
 
+def test_periodic_checkpoints_come_every_n_batches_and_not_at_each_validation(tmp_path):
+    run_training(compose_train(tmp_path, ["trainer.max_steps=12", "trainer.val_check_interval=2",
+                                          "callbacks.model_checkpoint.every_n_batches=3"]))
+    folder = tmp_path / "checkpoints"
+    saved = sorted(torch.load(p, weights_only=True)["gan_ga"]["batches_seen"] for p in folder.glob("epoch*.ckpt"))
+    assert saved == [3, 6], saved  # 6 batches, a validation after every second one
+    assert (folder / "last.ckpt").exists()
+
+
 @pytest.mark.integration
 def test_a_resume_takes_this_runs_learning_rate(tmp_path):
     first = compose_train(tmp_path, ["trainer.max_steps=8", "trainer.val_check_interval=100",
