@@ -53,36 +53,6 @@ def test_text_changes_the_image(fusion):
         assert not torch.allclose(g(z, _text(seed=0)), g(z, _text(seed=1)))
 
 
-def test_discrete_codes_are_uniform_and_read_by_the_generator():
-    """fusion.discrete_codes=K: the argmax of z's first K entries picks one of K codes, each about
-    equally often, and its one-hot enters the condition every modulation reads; 0 leaves it out."""
-    fusion = CrossAttentionFusion(z_dim=8, text_dim=12, token_dim=12, cond_dim=16, hidden=16, discrete_codes=4)
-    assert fusion.cond_dim == 16 + 8 + 4
-    z = torch.randn(8000, 8, generator=torch.Generator().manual_seed(0))
-    counts = torch.bincount(z[:, :4].argmax(1), minlength=4).float()
-    assert ((counts - 2000).abs() < 150).all(), counts
-    text = _text(batch=2)
-    z = torch.randn(2, 8)
-    z[:, :4] = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0]])
-    vector = fusion.condition(z, text).vector
-    assert torch.equal(vector[:, 8:12], torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0]]))  # one-hot x sqrt(4)
-    g = Generator(image_size=16, z_dim=8, text_dim=12, token_dim=12, base_channels=4,
-                  fusion=partial(CrossAttentionFusion, cond_dim=16, hidden=16, discrete_codes=4)).eval()
-    with torch.no_grad():
-        for p in g.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        a, b = z.clone(), z.clone()
-        b[:, 2] = 9.0  # one entry moved, which moves the code: code 2 in both rows
-        assert not torch.allclose(g(a, text), g(b, text))
-    for bad in (1, 9):
-        with pytest.raises(ValueError, match="fusion.discrete_codes"):
-            CrossAttentionFusion(z_dim=8, text_dim=12, token_dim=12, discrete_codes=bad)
-    for name, fusion in FUSIONS.items():  # every fusion takes them (concat: at its input)
-        g = Generator(image_size=16, z_dim=8, text_dim=12, token_dim=12, base_channels=4,
-                      fusion=partial(fusion, discrete_codes=4)).eval()
-        assert g(torch.randn(3, 8), _text()).shape == (3, 3, 16, 16), name
-
-
 def test_cross_attention_ignores_padding_tokens():
     g = _generator("cross_attention").eval()
     with torch.no_grad():

@@ -17,11 +17,6 @@ Variants:
                      (padding masked) at the resolutions named in ``attention_resolutions``
                      (4 = the 4x4 seed itself; ``model=gan_ga`` uses 8 and 16, which learned as
                      much per batch as 4, 8 and 16: docs/experiments.md, ablation).
-
-Every variant takes ``discrete_codes=K`` (0: none): the noise then also carries the one-hot of one
-of K codes, drawn from z itself, so that the generator can give a choice the words leave open (one
-of eight colours) to separate pieces of its latent space; a connected latent space maps onto
-separate modes only by spending samples between them (``model=gan_ga`` uses K=16).
 """
 
 from __future__ import annotations
@@ -47,43 +42,26 @@ class Condition:
 class Fusion(nn.Module):
     """Base class; see the module docstring for the contract."""
 
-    def __init__(self, *, z_dim: int, text_dim: int, cond_dim: int = 256, use_noise: bool = True,
-                 discrete_codes: int = 0):
+    def __init__(self, *, z_dim: int, text_dim: int, cond_dim: int = 256, use_noise: bool = True):
         super().__init__()
-        if discrete_codes and not 2 <= discrete_codes <= z_dim:
-            raise ValueError(f"fusion.discrete_codes={discrete_codes}: set 2..model.z_dim ({z_dim}) codes, or 0 for none")
         self.z_dim = z_dim
         self.use_noise = use_noise
-        self.discrete_codes = discrete_codes
         # LayerNorm first: encoder outputs are small (~0.2 per dim) next to unit-variance noise
         self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2))
-        self.cond_dim = cond_dim + (z_dim + discrete_codes if use_noise else 0)
+        self.cond_dim = cond_dim + (z_dim if use_noise else 0)
 
     def condition(self, z: torch.Tensor, text: TextFeatures) -> Condition:
         vector = self.text_proj(text.pooled)
         if self.use_noise:
-            vector = torch.cat([self.noise(z), vector], dim=1)
+            vector = torch.cat([z, vector], dim=1)
         return Condition(vector=vector, tokens=text.tokens, mask=text.mask)
-
-    def noise(self, z: torch.Tensor) -> torch.Tensor:
-        """``z``, and with ``discrete_codes=K`` the one-hot of the argmax of its first K entries after
-        it (uniform over the K codes, and still a function of z alone), times sqrt(K) for a unit mean
-        square per entry, as z has."""
-        if not self.discrete_codes:
-            return z
-        k = self.discrete_codes
-        return torch.cat([z, F.one_hot(z[:, :k].argmax(1), k).to(z.dtype) * k**0.5], dim=1)
-
-    @property
-    def noise_dim(self) -> int:
-        return self.z_dim + self.discrete_codes
 
     @property
     def input_dim(self) -> int:
-        return self.noise_dim
+        return self.z_dim
 
     def input(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
-        return self.noise(z)
+        return z
 
     def modulation(self, channels: int) -> nn.Module:
         raise NotImplementedError
@@ -178,16 +156,15 @@ class TokenCrossAttention(nn.Module):
 class ConcatFusion(Fusion):
     """Pooled text concatenated with the noise at the generator input; BatchNorm blocks."""
 
-    def __init__(self, *, z_dim: int, text_dim: int, token_dim: int, cond_dim: int = 128, discrete_codes: int = 0):
-        super().__init__(z_dim=z_dim, text_dim=text_dim, cond_dim=cond_dim, use_noise=False,
-                         discrete_codes=discrete_codes)
+    def __init__(self, *, z_dim: int, text_dim: int, token_dim: int, cond_dim: int = 128):
+        super().__init__(z_dim=z_dim, text_dim=text_dim, cond_dim=cond_dim, use_noise=False)
 
     @property
     def input_dim(self) -> int:
-        return self.noise_dim + self.cond_dim
+        return self.z_dim + self.cond_dim
 
     def input(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
-        return torch.cat([self.noise(z), cond.vector], dim=1)
+        return torch.cat([z, cond.vector], dim=1)
 
     def modulation(self, channels: int) -> nn.Module:
         return BatchNormModulation(channels)
@@ -197,18 +174,17 @@ class AffineFusion(Fusion):
     """DF-GAN deep fusion: each block modulated by an MLP of [noise, pooled text]."""
 
     def __init__(self, *, z_dim: int, text_dim: int, token_dim: int, cond_dim: int = 256, hidden: int = 256,
-                 text_at_input: bool = False, discrete_codes: int = 0):
-        super().__init__(z_dim=z_dim, text_dim=text_dim, cond_dim=cond_dim, use_noise=True,
-                         discrete_codes=discrete_codes)
+                 text_at_input: bool = False):
+        super().__init__(z_dim=z_dim, text_dim=text_dim, cond_dim=cond_dim, use_noise=True)
         self.hidden = hidden
         self.text_at_input = text_at_input
 
     @property
     def input_dim(self) -> int:
-        return self.cond_dim if self.text_at_input else self.noise_dim
+        return self.cond_dim if self.text_at_input else self.z_dim
 
     def input(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
-        return cond.vector if self.text_at_input else self.noise(z)  # the vector is [noise, projected text]
+        return cond.vector if self.text_at_input else z  # the vector is [z, projected text]
 
     def modulation(self, channels: int) -> nn.Module:
         return AffineModulation(channels, self.cond_dim, self.hidden)
@@ -229,10 +205,9 @@ class CrossAttentionFusion(AffineFusion):
         attention_resolutions: Sequence[int] = (8, 16),
         heads: int = 4,
         dim_head: int = 32,
-        discrete_codes: int = 0,
     ):
         super().__init__(z_dim=z_dim, text_dim=text_dim, token_dim=token_dim, cond_dim=cond_dim, hidden=hidden,
-                         text_at_input=text_at_input, discrete_codes=discrete_codes)
+                         text_at_input=text_at_input)
         self.token_dim = token_dim
         self.attention_resolutions = tuple(int(r) for r in attention_resolutions)
         self.heads = heads
