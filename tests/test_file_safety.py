@@ -189,6 +189,7 @@ def test_a_run_whose_weights_turn_non_finite_writes_no_such_checkpoint(tmp_path)
     assert chosen.batches <= 3
 
 
+@pytest.mark.integration
 def test_periodic_checkpoints_come_every_n_batches_and_not_at_each_validation(tmp_path):
     run_training(compose_train(tmp_path, ["trainer.max_steps=12", "trainer.val_check_interval=2",
                                           "callbacks.model_checkpoint.every_n_batches=3"]))
