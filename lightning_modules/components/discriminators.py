@@ -190,6 +190,7 @@ class Discriminator(nn.Module):
         word_matching: bool = False,
         match_dim: int = 128,
         projection_resolution: int = 4,
+        patch_head: bool = False,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
@@ -200,6 +201,9 @@ class Discriminator(nn.Module):
                                         projection_ch=width(projection_resolution))
         self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim) if word_matching else None
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
+        fine = width(projection_resolution)
+        self.patch_head = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(fine, fine, 3, padding=1), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(fine, 1, 1)) if patch_head else None
 
     @classmethod
     def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
@@ -213,7 +217,15 @@ class Discriminator(nn.Module):
         p.need(values.get("projection_resolution", 4) in allowed, "projection_resolution",
                f"the resolution of D's feature map that the sentence projection reads (4: the 4x4 map averaged; "
                f"finer: that map max-pooled): {allowed}")
+        p.need(not values.get("patch_head", False) or values.get("projection_resolution", 4) != 4, "patch_head",
+               "the patch head judges each cell of the finer map the sentence projection reads: set "
+               f"{key}.projection_resolution to 8 or 16")
         return p
+
+    def patch_logits(self, features: DFeatures) -> torch.Tensor:
+        """The patch head's realness logit of every cell of the finer map ([B, H*W]; no caption:
+        whether each neighbourhood of the image looks like a rendered one)."""
+        return self.patch_head(features.pooled).flatten(1)
 
     def features(self, images: torch.Tensor) -> DFeatures:
         """D's feature maps of ``images`` (:class:`DFeatures`)."""
