@@ -39,6 +39,7 @@ import torch
 
 from datamodules import shapes
 from datamodules.shapes import COLOR_NAMES, SHAPES, SIZES, Scene, ShapeObject
+from gan_ga_utils.checks import Problems, check
 
 RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -254,24 +255,49 @@ def true_of(said: RelationScene, shown: Scene) -> bool:
     return judge(said, reading(shown))["scene"]
 
 
+NO_RELATION = -1  # ``relation`` of a one-object training sample (``single_fraction``)
+
+
 class PairsDataset(shapes.ShapesDataset):
     """:class:`~datamodules.shapes.ShapesDataset` of relation scenes: the same keys, plus
     ``relation`` (index into :data:`RELATIONS`) and, with ``negatives``, ``negative_relation``.
     ``attributes[k]`` holds each object's cell, which the caption never names (``named[k]`` is
-    False there)."""
+    False there).
 
-    def __init__(self, **kwargs):
+    ``single_fraction``: in the train split only, this share of the samples (chosen per index) is a
+    one-object scene of the one-object data instead, captioned as there ("a small red circle on
+    the left"), with its one-object negative and ``relation`` :data:`NO_RELATION`: what each word
+    draws, learned where one object leaves no doubt which object a word is about. Val and test
+    stay relation scenes, so every pairs metric reads relation scenes only."""
+
+    def __init__(self, *, single_fraction: float = 0.0, **kwargs):
         kwargs.setdefault("min_objects", 2)
         kwargs.setdefault("max_objects", 2)
         super().__init__(**kwargs)
+        self.single_fraction = float(single_fraction) if self.split == "train" else 0.0
 
-    def sample(self, index: int) -> tuple[RelationScene, str]:
+    def single(self, index: int) -> bool:
+        """Whether training sample ``index`` is a one-object scene (its own random stream)."""
+        return self.single_fraction > 0 and bool(
+            np.random.default_rng([self.seed, shapes.SPLITS[self.split], index, 3]).random() < self.single_fraction)
+
+    def sample(self, index: int) -> tuple[Scene, str]:
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, shapes.SPLITS[self.split], index])
+        if self.single(index):  # as the one-object data's training split (its negatives need that)
+            scene = shapes.make_scene(rng, 1, 1, "training")
+            scene = shapes.choose_named(rng, replace(scene, subset="seen"), self.open_probability)
+            return scene, shapes.caption(scene, rng)
         return sample_pair(rng, self.subset_of(index), self.open_probability)
 
     def __getitem__(self, index: int) -> dict:
+        if self.single(index):
+            item = super().__getitem__(index)  # the one-object item: image, caption, its counterfactual
+            item["relation"] = torch.tensor(NO_RELATION)
+            if self.negatives:
+                item["negative_relation"] = torch.tensor(NO_RELATION)
+            return item
         scene, text = self.sample(index)
         pixels = torch.from_numpy(np.array(shapes.render(scene, self.image_size))).permute(2, 0, 1)
         item = {"image": pixels.float() / 127.5 - 1.0, "caption": text, "attributes": self.attributes(scene),
@@ -290,8 +316,11 @@ class PairsShapesDataModule(shapes.ShapesDataModule):
 
     dataset_class = PairsDataset
 
-    def __init__(self, *, min_objects: int = 2, max_objects: int = 2, **kwargs):
+    def __init__(self, *, min_objects: int = 2, max_objects: int = 2, single_fraction: float = 0.0, **kwargs):
+        check(type(self), {"min_objects": min_objects, "max_objects": max_objects, "single_fraction": single_fraction},
+              "data")
         super().__init__(min_objects=min_objects, max_objects=max_objects, **kwargs)
+        self.datasets["train"].single_fraction = float(single_fraction)
 
     @classmethod
     def config_problems(cls, values, key: str = "data") -> list[str]:
@@ -300,4 +329,6 @@ class PairsShapesDataModule(shapes.ShapesDataModule):
         if (lo, hi) != (2, 2):
             problems.append(f"{key}.min_objects={lo!r}, {key}.max_objects={hi!r}: relation scenes have two objects; "
                             "set both to 2")
-        return problems
+        p = Problems(values, key)
+        p.number("single_fraction", 0, 1, high_open=True)  # the share of one-object training samples
+        return problems + p

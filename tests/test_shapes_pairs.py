@@ -158,6 +158,31 @@ def test_a_pairs_batch_holds_only_the_listed_keys(tmp_path):
     assert datamodule.datasets["test"].with_length(5000).sample(4000)[0].relation in sp.RELATIONS
 
 
+def test_one_object_training_samples_only_in_training(tmp_path):
+    """``single_fraction``: about that share of the training samples are one-object scenes of the
+    one-object data (its templates, an allowed composition, its one-attribute negative, no
+    relation); val and test stay relation scenes; the rest of the training stream is unchanged."""
+    from torch.utils.data import default_collate
+
+    module = sp.PairsShapesDataModule(num_workers=0, negatives=True, single_fraction=0.4, train_size=N)
+    train, plain = module.datasets["train"], sp.PairsDataset(split="train", length=N, negatives=True)
+    singles = [i for i in range(N) if train.single(i)]
+    assert 0.35 < len(singles) / N < 0.45
+    for i in singles[:300]:
+        item, (scene, text) = train[i], train.sample(i)
+        assert len(scene.objects) == 1 and shapes.allowed(scene.objects[0]) and not isinstance(scene, sp.RelationScene)
+        assert int(item["relation"]) == sp.NO_RELATION == int(item["negative_relation"])
+        assert (item["attributes"][1] == -1).all() and item["negative_caption"] != text
+        assert not any(w in text.split() for ws in shapes.UNSEEN_SHAPE_WORDS.values() for w in ws)
+    for i in [i for i in range(N) if not train.single(i)][:200]:
+        assert train.sample(i)[1] == plain.sample(i)[1]
+    for split in ("val", "test"):
+        assert not any(module.datasets[split].single(i) for i in range(500))
+    check_batch(default_collate([train[i] for i in range(16)]), "shapes_pairs")
+    with pytest.raises(ValueError, match="single_fraction"):
+        sp.PairsShapesDataModule(single_fraction=1.0)
+
+
 def test_relation_data_refuses_one_object(tmp_path):
     from gan_ga_utils.errors import ConfigError
 

@@ -116,18 +116,27 @@ class WordRegionMatcher(nn.Module):
     to. The caption's score (in [-1, 1]) is the mean of its words' scores with learned per-word
     weights (padding excluded)."""
 
-    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0):
+    def __init__(self, feat_ch: int, token_dim: int, dim: int = 128, regions: int = 16, sharpness: float = 4.0,
+                 detail_ch: int | None = None):
         super().__init__()
         self.region_proj = nn.Conv2d(feat_ch, dim, 1)
+        # with ``detail_ch``: each region also reads the finer map max-pooled over its cells, where a
+        # small object's shape survives (one region per object of a two-object scene)
+        self.detail_proj = nn.Conv2d(detail_ch, dim, 1) if detail_ch else None
         self.position = nn.Parameter(torch.randn(regions, dim) * 0.5)
         self.word_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
         self.word_weight = nn.Linear(token_dim, 1)
         self.sharpness = sharpness  # inverse temperature of the word -> region attention
         self.scale = dim**-0.5
 
-    def regions(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B, H*W, dim] region vectors, position included."""
-        r = self.region_proj(F.leaky_relu(features, 0.2)).flatten(2).transpose(1, 2)
+    def regions(self, features: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C, H, W] (and the finer map, with ``detail_ch``) -> [B, H*W, dim] region vectors,
+        position included."""
+        r = self.region_proj(F.leaky_relu(features, 0.2))
+        if self.detail_proj is not None:
+            pooled = F.adaptive_max_pool2d(F.leaky_relu(detail, 0.2), features.shape[-2:])
+            r = r + self.detail_proj(pooled)
+        r = r.flatten(2).transpose(1, 2)
         if r.shape[1] != self.position.shape[0]:
             raise ValueError(f"word matcher built for {self.position.shape[0]} regions, got {r.shape[1]}")
         return r + self.position
@@ -190,6 +199,7 @@ class Discriminator(nn.Module):
         word_matching: bool = False,
         match_dim: int = 128,
         projection_resolution: int = 4,
+        match_detail: bool = False,
         patch_head: bool = False,
     ):
         super().__init__()
@@ -199,7 +209,9 @@ class Discriminator(nn.Module):
         self.projection_resolution = projection_resolution
         self.head = TextConditionedHead(width(4), text_dim, cond_dim, hidden_ch=2 * base_channels, projection=projection,
                                         projection_ch=width(projection_resolution))
-        self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim) if word_matching else None
+        self.matcher = WordRegionMatcher(width(4), token_dim or text_dim, match_dim,
+                                         detail_ch=width(projection_resolution) if match_detail else None
+                                         ) if word_matching else None
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
         fine = width(projection_resolution)
         self.patch_head = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(fine, fine, 3, padding=1), nn.LeakyReLU(0.2),
@@ -217,6 +229,9 @@ class Discriminator(nn.Module):
         p.need(values.get("projection_resolution", 4) in allowed, "projection_resolution",
                f"the resolution of D's feature map that the sentence projection reads (4: the 4x4 map averaged; "
                f"finer: that map max-pooled): {allowed}")
+        p.need(not values.get("match_detail", False) or values.get("projection_resolution", 4) != 4, "match_detail",
+               "the word matcher's regions read the finer map the sentence projection reads: set "
+               f"{key}.projection_resolution to 8 or 16")
         p.need(not values.get("patch_head", False) or values.get("projection_resolution", 4) != 4, "patch_head",
                "the patch head judges each cell of the finer map the sentence projection reads: set "
                f"{key}.projection_resolution to 8 or 16")
@@ -249,7 +264,8 @@ class Discriminator(nn.Module):
         wrong = self.head(features.map, sentence[mismatch], features.pooled) if mismatch is not None else None
         if self.matcher is None or tokens is None:
             return logits, wrong, None
-        sim = self.matcher.similarity(self.matcher.regions(features.map), self.matcher.words(tokens, mask))
+        sim = self.matcher.similarity(self.matcher.regions(features.map, features.pooled),
+                                      self.matcher.words(tokens, mask))
         logits = logits + self.match_gain * sim[:, :n].diagonal()
         if mismatch is not None:
             wrong = wrong + self.match_gain * sim.gather(1, mismatch[:, None]).squeeze(1)
