@@ -38,7 +38,6 @@ from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
@@ -203,7 +202,6 @@ class TextToImageGAN(L.LightningModule):
         diversity_start: int = 0,
         mmd_weight: float = 0.0,
         mmd_rows: int = 2,
-        patch_weight: float = 0.0,
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -229,7 +227,6 @@ class TextToImageGAN(L.LightningModule):
         self.contrastive_temperature = contrastive_temperature
         self.diversity_weight, self.diversity_start = diversity_weight, diversity_start
         self.mmd_weight, self.mmd_rows = mmd_weight, mmd_rows
-        self.patch_weight = patch_weight
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self.text_memo = FeatureMemo()  # a frozen encoder's features of the training captions, once each
@@ -269,7 +266,6 @@ class TextToImageGAN(L.LightningModule):
         p.number("diversity_start", 0, integer=True)
         p.number("mmd_weight", 0)
         p.number("mmd_rows", 1, integer=True)
-        p.number("patch_weight", 0)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -285,10 +281,6 @@ class TextToImageGAN(L.LightningModule):
         if (values.get("contrastive_weight") or 0) > 0 and not matcher:
             p.append(f"{key}.contrastive_weight={values['contrastive_weight']!r} compares D's word-region similarities: "
                      f"set {key}.discriminator.word_matching=true (or {key}.contrastive_weight=0)")
-        patch_head = _arguments(values.get("discriminator")).get("patch_head", False)
-        if (values.get("patch_weight") or 0) > 0 and not patch_head:
-            p.append(f"{key}.patch_weight={values['patch_weight']!r} trains D's patch head: set "
-                     f"{key}.discriminator.patch_head=true (or {key}.patch_weight=0)")
         return p
 
     # ------------------------------------------------------------------ the step, in reading order
@@ -358,16 +350,12 @@ class TextToImageGAN(L.LightningModule):
         sentence = text.pooled.detach().requires_grad_(use_gp)
         captions = text if negatives is None else TextFeatures.cat([text, negatives])
         sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
-        real_features = features(self.d_input(images, Noise.AUG_REAL, critic))
-        real, mismatched, similarity = judge(real_features, sentences, captions.tokens, captions.mask, inputs.mismatch)
-        fake_features = features(self.d_input(fake, Noise.AUG_FAKE, critic))
-        fake_logits, _, _ = judge(fake_features, text.pooled, text.tokens, text.mask)
+        real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
+                                             captions.tokens, captions.mask, inputs.mismatch)
+        fake_logits, _, _ = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), text.pooled, text.tokens,
+                                  text.mask)
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
-        if self.patch_weight > 0:
-            terms["patch"] = (F.softplus(-self.discriminator.patch_logits(real_features)).mean()
-                              + F.softplus(self.discriminator.patch_logits(fake_features)).mean())
-            loss = loss + self.patch_weight * terms["patch"]
         if self.contrastive_weight > 0:
             terms["contrastive"] = contrastive_loss(similarity, inputs.matches.of_images, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * terms["contrastive"]
@@ -387,28 +375,20 @@ class TextToImageGAN(L.LightningModule):
         text = inputs.text
         images = inputs.images.detach().requires_grad_(True)
         sentence = text.pooled.detach().requires_grad_(True)
-        real = self.penalised_logits(self.d_input(images, Noise.AUG_REAL), sentence, text)  # eager
+        real = self.discriminator(self.d_input(images, Noise.AUG_REAL), sentence, text.tokens, text.mask)  # eager
         weight = self.gp_weight * self.gp_every
         if self.loss_kind == RELATIVISTIC:
             with torch.no_grad():
                 fake = self.fast("generator")(self.noise(len(text), Noise.D, self.n_critic), text)
             fake = fake.detach().requires_grad_(True)
-            fake_logits = self.penalised_logits(self.d_input(fake, Noise.AUG_FAKE), sentence.detach(), text)
+            fake_logits = self.discriminator(self.d_input(fake, Noise.AUG_FAKE), sentence.detach(), text.tokens,
+                                             text.mask)
             gp = (zero_centered_penalty(real, (images, sentence), weight=weight)
                   + zero_centered_penalty(fake_logits, (fake,), weight=weight))
         else:
             gp = matching_aware_gradient_penalty(real, images, sentence, weight=weight, power=self.gp_power)
         norm, ok = self.guard.step(optimizer, gp, counted=False)  # global_step stays n_critic + 1 per batch
         return {"d_gp": gp.detach(), "d_gp_grad_norm": norm}, ok
-
-    def penalised_logits(self, images: torch.Tensor, sentence: torch.Tensor, text: TextFeatures) -> torch.Tensor:
-        """What the penalty smooths: D's logit of each pair, plus the mean of its patch logits
-        (``patch_weight`` > 0), so that the patch head is smoothed with the rest of D."""
-        features = self.discriminator.features(images)
-        logits = self.discriminator.judge(features, sentence, text.tokens, text.mask)[0]
-        if self.patch_weight > 0:
-            logits = logits + self.discriminator.patch_logits(features).mean(1)
-        return logits
 
     def generator_step(self, inputs: BatchInputs, optimizer,
                        fake: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
@@ -428,10 +408,6 @@ class TextToImageGAN(L.LightningModule):
                                           text.tokens.detach(), text.mask)
         loss = adversarial = generator_loss(self.loss_kind, logits, real)
         logs = {"g_adversarial": adversarial.detach()}
-        if self.patch_weight > 0:
-            patch = F.softplus(-self.discriminator.patch_logits(features)).mean()
-            loss = loss + self.patch_weight * patch
-            logs["g_patch"] = patch.detach()
         if self.diversity_weight > 0 and self._batches >= self.diversity_start:
             seeking = self.mode_seeking(text, features)
             loss = loss + self.diversity_weight * seeking

@@ -29,7 +29,6 @@ from lightning_modules.config_checks import ConfigError, validate
         ("model.ema_beta=1.0", "model.ema_beta=1.0: must be >= 0 and < 1"),
         ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0: must be >= 1"),
         ("seed=-1", "seed=-1: must be >= 0 and <= 4294967295"),
-        ("model.patch_weight=1", "model.patch_weight=1 trains D's patch head: set model.discriminator.patch_head=true"),
     ],
 )
 def test_bad_values_are_named(tmp_path, override, expected):

@@ -95,26 +95,6 @@ def test_discriminator_is_text_aware():
     assert not torch.allclose(d.head(features, text.pooled), d.head(features, text.pooled.roll(1, 0)))
 
 
-def test_patch_head_judges_each_cell_of_the_finer_map_alone():
-    """D's patch head: one logit per cell of the 16x16 map, each from its own neighbourhood (a
-    change in one corner of the image leaves the far corner's logits as they were); it needs a
-    finer map than 4x4."""
-    from gan_ga_utils.errors import ConfigError
-
-    torch.manual_seed(0)
-    d = Discriminator(image_size=32, text_dim=12, base_channels=4, cond_dim=8, projection_resolution=16, patch_head=True)
-    images = torch.randn(2, 3, 32, 32)
-    logits = d.patch_logits(d.features(images))
-    assert logits.shape == (2, 256)
-    changed = images.clone()
-    changed[:, :, :4, :4] += 1.0
-    after = d.patch_logits(d.features(changed)).view(2, 16, 16)
-    assert not torch.allclose(after[:, :2, :2], logits.view(2, 16, 16)[:, :2, :2])
-    assert torch.allclose(after[:, 8:, 8:], logits.view(2, 16, 16)[:, 8:, 8:])
-    with pytest.raises(ConfigError, match="patch_head"):
-        Discriminator(image_size=32, text_dim=12, base_channels=4, patch_head=True)
-
-
 def test_hinge_loss_and_matching_aware_penalty():
     real, fake, mis = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0]), torch.tensor([0.0, -3.0])
     terms = discriminator_loss("hinge", real, fake, mis)

@@ -200,7 +200,6 @@ class Discriminator(nn.Module):
         match_dim: int = 128,
         projection_resolution: int = 4,
         match_detail: bool = False,
-        patch_head: bool = False,
     ):
         super().__init__()
         check(type(self), {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.discriminator")
@@ -213,9 +212,6 @@ class Discriminator(nn.Module):
                                          detail_ch=width(projection_resolution) if match_detail else None
                                          ) if word_matching else None
         self.match_gain = nn.Parameter(torch.ones(1)) if word_matching else None
-        fine = width(projection_resolution)
-        self.patch_head = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(fine, fine, 3, padding=1), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(fine, 1, 1)) if patch_head else None
 
     @classmethod
     def config_problems(cls, values, key: str = "model.discriminator") -> list[str]:
@@ -232,15 +228,7 @@ class Discriminator(nn.Module):
         p.need(not values.get("match_detail", False) or values.get("projection_resolution", 4) != 4, "match_detail",
                "the word matcher's regions read the finer map the sentence projection reads: set "
                f"{key}.projection_resolution to 8 or 16")
-        p.need(not values.get("patch_head", False) or values.get("projection_resolution", 4) != 4, "patch_head",
-               "the patch head judges each cell of the finer map the sentence projection reads: set "
-               f"{key}.projection_resolution to 8 or 16")
         return p
-
-    def patch_logits(self, features: DFeatures) -> torch.Tensor:
-        """The patch head's realness logit of every cell of the finer map ([B, H*W]; no caption:
-        whether each neighbourhood of the image looks like a rendered one)."""
-        return self.patch_head(features.pooled).flatten(1)
 
     def features(self, images: torch.Tensor) -> DFeatures:
         """D's feature maps of ``images`` (:class:`DFeatures`)."""
