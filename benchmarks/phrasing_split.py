@@ -28,9 +28,8 @@ import report as report_json  # noqa: E402 - benchmarks/report.py
 
 @torch.no_grad()
 def main() -> None:
+    import lightning_modules
     from datamodules import shapes
-    from lightning_modules.api import TextToImage
-    from lightning_modules.loading import load_module
     from lightning_modules.metrics.shapes_oracle import load_or_train, read_scenes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=600)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    model = TextToImage(load_module(args.checkpoint), args.checkpoint)
+    model = lightning_modules.load(args.checkpoint, device="cpu")
     data = model.module.run_config["data"]
     test = shapes.ShapesDataset(split="test", length=20 * args.scenes, seed=int(data["seed"]), max_objects=1,
                                 open_probability=float(data["open_probability"]))
@@ -49,7 +48,7 @@ def main() -> None:
             rows.append((scene, text, shapes.describe(scene.objects[0], scene.names(0), np.random.default_rng([9, i]))))
         if len(rows) == args.scenes:
             break
-    oracle = load_or_train(ROOT / "data" / "cache").eval()
+    oracle = load_or_train(ROOT / "data" / "cache").eval()  # paths.cache_dir's default (the shipped oracle if current)
 
     def right(captions: list[str]) -> np.ndarray:
         found = read_scenes(oracle, model.generate(captions, num=1, seed=0, output="tensor"))

@@ -317,8 +317,7 @@ class PairsShapesDataModule(shapes.ShapesDataModule):
     dataset_class = PairsDataset
 
     def __init__(self, *, min_objects: int = 2, max_objects: int = 2, single_fraction: float = 0.0, **kwargs):
-        check(type(self), {"min_objects": min_objects, "max_objects": max_objects, "single_fraction": single_fraction},
-              "data")
+        check(type(self), {"single_fraction": single_fraction}, "data")  # the rest: ShapesDataModule's check
         super().__init__(min_objects=min_objects, max_objects=max_objects, **kwargs)
         self.datasets["train"].single_fraction = float(single_fraction)
 
