@@ -1,0 +1,64 @@
+"""Degraded real images as D's extra fakes: what the two degradations do to a real render."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datamodules.shapes import Scene, ShapeObject, render_tensor
+from lightning_modules.components.degrade import degrade, gaussian_blur
+
+
+def star() -> torch.Tensor:
+    scene = Scene(objects=(ShapeObject(shape="star", color="white", size="large", position="center"),))
+    return render_tensor(scene, 32)[None]
+
+
+def tip_ink(images: torch.Tensor) -> float:
+    """Ink beyond 0.7 of the star's reach from its centre (its five points), from the real star's geometry."""
+    real = star().amax(1)[0] + 1
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cy, cx = float((real * ys).sum() / real.sum()), float((real * xs).sum() / real.sum())
+    distance = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt()
+    reach = float(distance[real > 1.0].max())
+    return float(((images.amax(1)[0] + 1) * (distance > 0.7 * reach) * (distance <= reach)).sum())
+
+
+def test_blur_keeps_the_ink_and_softens_the_edge():
+    image = torch.zeros(1, 1, 9, 9)
+    image[..., 4, 4] = 1.0
+    out = gaussian_blur(image, torch.tensor([1.0]))
+    assert float(out.sum()) == pytest.approx(1.0, abs=1e-4)  # ink kept far from the border
+    assert float(out.max()) < 0.2 and float(out[..., 4, 3]) > 0.05
+
+
+def halfway(images: torch.Tensor) -> int:
+    """Pixels between the background and the object's colour: the edge's width."""
+    value = images.amax(1)
+    return int(((value > -0.6) & (value < 0.6)).sum())
+
+
+@pytest.mark.parametrize("kind", ["blur", "round"])
+def test_degraded_star_is_another_image_in_range(kind):
+    real = star()
+    out = degrade(real, kind, (1.2, 1.2), torch.Generator().manual_seed(0))
+    assert out.shape == real.shape and float(out.min()) >= -1 and float(out.max()) <= 1
+    assert float((out - real).abs().mean()) > 0.01
+
+
+def test_blur_softens_the_edges_and_round_cuts_the_points_with_crisp_edges():
+    real = star()
+    blurred = degrade(real, "blur", (1.2, 1.2), torch.Generator().manual_seed(0))
+    rounded = degrade(real, "round", (1.2, 1.2), torch.Generator().manual_seed(0))
+    assert halfway(blurred) > 2 * halfway(real)
+    assert halfway(rounded) <= halfway(real) + 4
+    assert tip_ink(rounded) < 0.75 * tip_ink(real)
+
+
+def test_degrade_is_reproducible_and_refuses_unknown_kinds():
+    real = star().repeat(3, 1, 1, 1)
+    a = degrade(real, "round", (0.7, 1.4), torch.Generator().manual_seed(5))
+    b = degrade(real, "round", (0.7, 1.4), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="model.degraded_kind"):
+        degrade(real, "pixelate", (0.7, 1.4), torch.Generator())
