@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 DEGRADE_KINDS = ("blur", "round")
+REACH = 3  # pixels: the blur kernel's radius
+PEAK_REACH = 3  # pixels: how far an object's own brightest pixel is looked for
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = REACH) -> torch.Tensor:
     """Separable Gaussian blur of [N, C, H, W] with one sigma per image (zero padding: black borders)."""
     n, c, h, w = images.shape
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
@@ -40,8 +42,10 @@ def degrade(images: torch.Tensor, kind: str, sigma_range: tuple[float, float], g
     ink = images.float() + 1.0  # [0, 2]: 0 on the background
     blurred = gaussian_blur(ink, sigma)
     if kind == "round":
-        peak = ink.amax(1).flatten(1).amax(1).clamp_min(1e-3)[:, None, None, None]
-        coverage = (blurred.amax(1, keepdim=True) / peak).clamp(0.0, 1.0)
+        # each object's own brightness: the brightest channel's peak within reach of the blur (so two
+        # objects of different colours are each measured against their own colour)
+        peak = F.max_pool2d(ink.amax(1, keepdim=True), 2 * PEAK_REACH + 1, stride=1, padding=PEAK_REACH)
+        coverage = (blurred.amax(1, keepdim=True) / peak.clamp_min(1e-3)).clamp(0.0, 1.0)
         slope = 2.5 * sigma[:, None, None, None]  # the blur's edge slope back to about a pixel
         crisp = ((coverage - 0.5) * slope + 0.5).clamp(0.0, 1.0)
         blurred = blurred * crisp / coverage.clamp_min(1e-3)
