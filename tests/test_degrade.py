@@ -62,3 +62,29 @@ def test_degrade_is_reproducible_and_refuses_unknown_kinds():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="model.degraded_kind"):
         degrade(real, "pixelate", (0.7, 1.4), torch.Generator())
+
+
+@pytest.mark.integration
+def test_training_with_degraded_reals_logs_their_term(tmp_path):
+    """``model.degraded_weight``: D's step judges the degraded reals with the fakes and logs their term."""
+    import csv
+    import math
+
+    from conftest import compose_train
+    from lightning_modules.training import run_training
+
+    cfg = compose_train(tmp_path, ["logger=csv", "model.degraded_weight=1.0", "trainer.max_steps=6",
+                                   "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
+                                   "callbacks.model_checkpoint=null"])
+    run_training(cfg)
+    rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("train/d_degraded")]
+    assert len(rows) == 3 and all(math.isfinite(float(r["train/d_degraded"])) for r in rows)
+
+
+def test_unknown_degradation_is_refused_before_training(tmp_path):
+    from conftest import compose_train
+    from gan_ga_utils.errors import ConfigError
+    from lightning_modules.loading import build_module
+
+    with pytest.raises(ConfigError, match="model.degraded_kind"):
+        build_module(compose_train(tmp_path, ["model.degraded_weight=1.0", "model.degraded_kind=pixelate"]))
