@@ -49,7 +49,7 @@ from lightning_modules.checkpointing import (
     rng_states,
     upgrade_data_position,
 )
-from lightning_modules.components.degrade import DEGRADE_KINDS, degrade
+from lightning_modules.components.degrade import DEGRADE_POLICIES, degrade
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import FeatureMemo, TextEncoder, TextFeatures
@@ -205,7 +205,7 @@ class TextToImageGAN(L.LightningModule):
         mmd_weight: float = 0.0,
         mmd_rows: int = 2,
         degraded_weight: float = 0.0,
-        degraded_kind: str = "round",
+        degraded_policy: str | None = None,
         degraded_sigma: Sequence[float] = (0.7, 1.4),
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
@@ -232,7 +232,8 @@ class TextToImageGAN(L.LightningModule):
         self.contrastive_temperature = contrastive_temperature
         self.diversity_weight, self.diversity_start = diversity_weight, diversity_start
         self.mmd_weight, self.mmd_rows = mmd_weight, mmd_rows
-        self.degraded_weight, self.degraded_kind = degraded_weight, degraded_kind
+        self.degraded_weight = degraded_weight if degraded_policy is not None else 0.0
+        self.degraded_policy = degraded_policy
         self.degraded_sigma = (float(degraded_sigma[0]), float(degraded_sigma[1]))
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
@@ -274,7 +275,8 @@ class TextToImageGAN(L.LightningModule):
         p.number("mmd_weight", 0)
         p.number("mmd_rows", 1, integer=True)
         p.number("degraded_weight", 0)
-        p.choice("degraded_kind", DEGRADE_KINDS)
+        if values.get("degraded_policy") is not None:
+            p.choice("degraded_policy", DEGRADE_POLICIES)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -362,10 +364,10 @@ class TextToImageGAN(L.LightningModule):
         real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
                                              captions.tokens, captions.mask, inputs.mismatch)
         degraded = None
-        if self.degraded_weight > 0:  # real images degraded as G's blobs are, judged with the fakes in one pass
+        if self.degraded_weight > 0:  # real images degraded as G's failures look, judged with the fakes in one pass
             rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.DEGRADE,
                                                          critic))
-            degraded = degrade(images.detach(), self.degraded_kind, self.degraded_sigma, rng)
+            degraded = degrade(images.detach(), self.degraded_policy, self.degraded_sigma, rng)
             fake = torch.cat([fake, degraded])
             judged = TextFeatures.cat([text, text])
         else:
