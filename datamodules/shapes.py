@@ -485,6 +485,7 @@ class ShapesDataModule(ResumableDataModule):
         open_probability: float = 0.2,
         redraws: int = 0,
         augment_policy: Sequence[str] = (),
+        degrade_policy: str | None = "round",
         sample_prompts: Sequence[str] = (),
     ):
         super().__init__()
@@ -493,6 +494,7 @@ class ShapesDataModule(ResumableDataModule):
         self.pin_memory, self.seed = pin_memory, seed
         self.sample_prompts = list(sample_prompts)
         self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
+        self.degrade_policy = degrade_policy  # read by model.degraded_policy: renders on black can be rounded
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects,
                   open_probability=open_probability)
         self.datasets = {

@@ -51,6 +51,14 @@ def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, mismat
     return terms
 
 
+def degraded_loss(kind: str, real: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+    """D's term for degraded real images (their own captions) that should read fake; ``relativistic``:
+    each against its own real pair, ``softplus(degraded - real)``."""
+    if kind == RELATIVISTIC:
+        return F.softplus(degraded - real).mean()
+    return adversarial_loss(kind).fake(degraded)
+
+
 def generator_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
     """``relativistic`` needs ``real``, D's logits of the real pairs of the same captions."""
     if kind == RELATIVISTIC:

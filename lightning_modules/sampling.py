@@ -30,6 +30,7 @@ class Noise(IntEnum):
     EVAL_SUBSET = 12  # evaluate.py and training metrics: which images of a split are scored
     G_TWIN = 13  # the second noise of the mode-seeking term's pairs (same caption, other noise)
     G_MMD = 14  # the fakes of the per-caption MMD term (K fakes of a caption)
+    DEGRADE = 15  # model.degraded_weight: the blur of each degraded real image
 
 
 def seed_for(*parts: int) -> int:

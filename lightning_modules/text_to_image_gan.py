@@ -49,6 +49,7 @@ from lightning_modules.checkpointing import (
     rng_states,
     upgrade_data_position,
 )
+from lightning_modules.components.degrade import DEGRADE_POLICIES, degrade
 from lightning_modules.components.ema import ema_beta, ema_update, make_ema
 from lightning_modules.components.negatives import MISMATCH_MODES, Matches, caption_matches, mismatch_indices
 from lightning_modules.components.text_encoders import FeatureMemo, TextEncoder, TextFeatures
@@ -56,6 +57,7 @@ from lightning_modules.losses import (
     LOSS_NAMES,
     RELATIVISTIC,
     contrastive_loss,
+    degraded_loss,
     discriminator_loss,
     generator_loss,
     matching_aware_gradient_penalty,
@@ -202,6 +204,9 @@ class TextToImageGAN(L.LightningModule):
         diversity_start: int = 0,
         mmd_weight: float = 0.0,
         mmd_rows: int = 2,
+        degraded_weight: float = 0.0,
+        degraded_policy: str | None = None,
+        degraded_sigma: Sequence[float] = (0.7, 1.4),
         sample_prompts: Sequence[str] = (),
         samples_per_prompt: int = 8,
         sample_dir: str | None = None,
@@ -227,6 +232,9 @@ class TextToImageGAN(L.LightningModule):
         self.contrastive_temperature = contrastive_temperature
         self.diversity_weight, self.diversity_start = diversity_weight, diversity_start
         self.mmd_weight, self.mmd_rows = mmd_weight, mmd_rows
+        self.degraded_weight = degraded_weight if degraded_policy is not None else 0.0
+        self.degraded_policy = degraded_policy
+        self.degraded_sigma = (float(degraded_sigma[0]), float(degraded_sigma[1]))
         self.compile_mode, self.channels_last, self.reuse_fake = compile, channels_last, reuse_fake
         self._fast: dict[str, Callable] = {}  # compiled callables (a plain dict: not submodules, not in state_dict)
         self.text_memo = FeatureMemo()  # a frozen encoder's features of the training captions, once each
@@ -266,6 +274,9 @@ class TextToImageGAN(L.LightningModule):
         p.number("diversity_start", 0, integer=True)
         p.number("mmd_weight", 0)
         p.number("mmd_rows", 1, integer=True)
+        p.number("degraded_weight", 0)
+        if values.get("degraded_policy") is not None:
+            p.choice("degraded_policy", DEGRADE_POLICIES)
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
@@ -352,10 +363,24 @@ class TextToImageGAN(L.LightningModule):
         sentences = sentence if negatives is None else torch.cat([sentence, negatives.pooled])
         real, mismatched, similarity = judge(features(self.d_input(images, Noise.AUG_REAL, critic)), sentences,
                                              captions.tokens, captions.mask, inputs.mismatch)
-        fake_logits, _, _ = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), text.pooled, text.tokens,
-                                  text.mask)
+        degraded = None
+        if self.degraded_weight > 0:  # real images degraded as G's failures look, judged with the fakes in one pass
+            rng = torch.Generator().manual_seed(seed_for(self.seed, self.global_rank, self._batches, Noise.DEGRADE,
+                                                         critic))
+            degraded = degrade(images.detach(), self.degraded_policy, self.degraded_sigma, rng)
+            fake = torch.cat([fake, degraded])
+            judged = TextFeatures.cat([text, text])
+        else:
+            judged = text
+        fake_logits, _, _ = judge(features(self.d_input(fake, Noise.AUG_FAKE, critic)), judged.pooled, judged.tokens,
+                                  judged.mask)
+        if degraded is not None:
+            fake_logits, degraded_logits = fake_logits[:n], fake_logits[n:]
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
+        if degraded is not None:
+            terms["degraded"] = degraded_loss(self.loss_kind, real, degraded_logits)
+            loss = loss + self.degraded_weight * terms["degraded"]
         if self.contrastive_weight > 0:
             terms["contrastive"] = contrastive_loss(similarity, inputs.matches.of_images, self.contrastive_temperature)
             loss = loss + self.contrastive_weight * terms["contrastive"]
