@@ -38,25 +38,24 @@ def adversarial_loss(kind: str) -> AdversarialLoss:
     return LOSSES[kind]
 
 
+def fake_term(kind: str, real: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """D's term for pairs that should read fake (fakes, mismatched pairs, degraded reals);
+    ``relativistic``: each against the real pair of the same index, ``softplus(logits - real)``."""
+    if kind == RELATIVISTIC:
+        return F.softplus(logits - real).mean()
+    return adversarial_loss(kind).fake(logits)
+
+
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, mismatched: torch.Tensor) -> dict:
     """``relativistic`` (R3GAN): each real pair must score above the fake of its caption and above
     the same image with its mismatched caption, ``softplus(other - real)``; pairs are by index."""
+    terms = {"fake": fake_term(kind, real, fake), "mismatch": fake_term(kind, real, mismatched)}
     if kind == RELATIVISTIC:
-        terms = {"fake": F.softplus(fake - real).mean(), "mismatch": F.softplus(mismatched - real).mean()}
         terms["total"] = 0.5 * (terms["fake"] + terms["mismatch"])
         return terms
-    loss = adversarial_loss(kind)
-    terms = {"real": loss.real(real), "fake": loss.fake(fake), "mismatch": loss.fake(mismatched)}
+    terms["real"] = adversarial_loss(kind).real(real)
     terms["total"] = terms["real"] + 0.5 * (terms["fake"] + terms["mismatch"])
     return terms
-
-
-def degraded_loss(kind: str, real: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
-    """D's term for degraded real images (their own captions) that should read fake; ``relativistic``:
-    each against its own real pair, ``softplus(degraded - real)``."""
-    if kind == RELATIVISTIC:
-        return F.softplus(degraded - real).mean()
-    return adversarial_loss(kind).fake(degraded)
 
 
 def generator_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:

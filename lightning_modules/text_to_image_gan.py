@@ -57,8 +57,8 @@ from lightning_modules.losses import (
     LOSS_NAMES,
     RELATIVISTIC,
     contrastive_loss,
-    degraded_loss,
     discriminator_loss,
+    fake_term,
     generator_loss,
     matching_aware_gradient_penalty,
     zero_centered_penalty,
@@ -379,7 +379,7 @@ class TextToImageGAN(L.LightningModule):
         terms = discriminator_loss(self.loss_kind, real, fake_logits, mismatched)
         loss = terms["total"]
         if degraded is not None:
-            terms["degraded"] = degraded_loss(self.loss_kind, real, degraded_logits)
+            terms["degraded"] = fake_term(self.loss_kind, real, degraded_logits)
             loss = loss + self.degraded_weight * terms["degraded"]
         if self.contrastive_weight > 0:
             terms["contrastive"] = contrastive_loss(similarity, inputs.matches.of_images, self.contrastive_temperature)
