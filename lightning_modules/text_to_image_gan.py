@@ -277,6 +277,12 @@ class TextToImageGAN(L.LightningModule):
         p.number("degraded_weight", 0)
         if values.get("degraded_policy") is not None:
             p.choice("degraded_policy", DEGRADE_POLICIES)
+        sigma = values.get("degraded_sigma")
+        if sigma is not None:
+            pair = not isinstance(sigma, str) and hasattr(sigma, "__len__") and len(sigma) == 2
+            p.need(pair and all(isinstance(s, (int, float)) and s > 0 for s in sigma)
+                   and sigma[0] <= sigma[1], "degraded_sigma",
+                   "two blur widths in pixels, low <= high and both above 0, e.g. [0.7,1.4]")
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
