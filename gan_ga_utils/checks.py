@@ -60,6 +60,34 @@ class Problems(list):
             hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
             self.append(f"{self._name(name)}={value!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
 
+    def pair(self, name: str, low: float, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False, ordered: bool = False, example: str = "") -> None:
+        """Two finite numbers (not bools) in the range, as :meth:`number` checks one; ``ordered``: the
+        first at most the second. One message naming the key, the range and ``example``."""
+        value = self.values.get(name)
+        if value is None:
+            return
+        numbers = (not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") and len(value) == 2
+                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+        ok = numbers and all(
+            (v > low if low_open else v >= low) and (high is None or (v < high if high_open else v <= high))
+            for v in value) and (not ordered or value[0] <= value[1])
+        if not ok:
+            lo = f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
+            order = ", the first at most the second" if ordered else ""
+            self.append(f"{self._name(name)}={_shown(value)}: must be two finite numbers {lo}{hi}{order}"
+                        + (f", e.g. {example}" if example else ""))
+
+
+def _shown(value: Any) -> str:
+    """A config value as a user would write it (an OmegaConf list as a plain list)."""
+    try:
+        return repr(list(value)) if not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") \
+            else repr(value)
+    except TypeError:
+        return repr(value)
+
 
 def raise_problems(problems: list[str]) -> None:
     """A constructor's check: all its problems in one ConfigError."""

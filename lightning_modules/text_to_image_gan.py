@@ -277,20 +277,12 @@ class TextToImageGAN(L.LightningModule):
         p.number("degraded_weight", 0)
         if values.get("degraded_policy") is not None:
             p.choice("degraded_policy", DEGRADE_POLICIES)
-        sigma = values.get("degraded_sigma")
-        if sigma is not None:
-            pair = not isinstance(sigma, str) and hasattr(sigma, "__len__") and len(sigma) == 2
-            p.need(pair and all(isinstance(s, (int, float)) and s > 0 for s in sigma)
-                   and sigma[0] <= sigma[1], "degraded_sigma",
-                   "two blur widths in pixels, low <= high and both above 0, e.g. [0.7,1.4]")
+        p.pair("degraded_sigma", 0, low_open=True, ordered=True, example="[0.7,1.4] (blur widths in pixels)")
         p.number("contrastive_temperature", 0, low_open=True)
         for name in ("optimizer_g", "optimizer_d"):
             opt = Problems(_arguments(values.get(name)), f"{key}.{name}")
             opt.number("lr", 0, low_open=True)
-            betas = opt.values.get("betas")
-            if betas is not None:
-                opt.need(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "betas",
-                         "two numbers in [0, 1)")
+            opt.pair("betas", 0, 1, high_open=True, example="[0.0,0.99]")
             opt.need(not (opt.values.get("fused") and opt.values.get("foreach")), "fused",
                      f"fused=true and foreach=true exclude each other: set {key}.{name}.foreach=null")
             p += opt

@@ -101,6 +101,7 @@ def test_the_data_set_picks_the_policy(tmp_path):
     assert build_module(compose_train(tmp_path, ["data.degrade_policy=null"])).degraded_weight == 0.0
     with pytest.raises(ConfigError, match="model.degraded_policy"):
         build_module(compose_train(tmp_path, ["data.degrade_policy=blur"]))
-    for bad in ("[1.4,0.7]", "[0,1]", "1.0", "[0.7]"):  # reversed, zero, not a pair: named before the blur sees it
-        with pytest.raises(ConfigError, match=r"model\.degraded_sigma=.*low <= high"):
+    # reversed, zero, not a pair, a bool, infinite: named before the blur sees it
+    for bad in ("[1.4,0.7]", "[0,1]", "1.0", "[0.7]", "[true,1.0]", "[0.7,inf]"):
+        with pytest.raises(ConfigError, match=r"model\.degraded_sigma=.*two finite numbers > 0, the first at most"):
             build_module(compose_train(tmp_path, [f"model.degraded_sigma={bad}"]))

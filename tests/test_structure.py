@@ -196,7 +196,7 @@ def test_each_component_states_its_own_values_and_validate_gathers_them(tmp_path
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     for expected in ("model.mismatch='max': allowed:", "data.min_objects=3",
-                     "model.optimizer_g.betas=[0.5]: two numbers in [0, 1)"):
+                     "model.optimizer_g.betas=[0.5]: must be two finite numbers >= 0 and < 1"):
         assert expected in str(err.value)
     with pytest.raises(ConfigError, match="model.discriminator.projection_resolution=32"):
         Discriminator(image_size=32, text_dim=8, projection_resolution=32)
