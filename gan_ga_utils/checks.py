@@ -53,40 +53,33 @@ class Problems(list):
         if not math.isfinite(value):  # nan passes every comparison, inf every lower bound
             self.append(f"{self._name(name)}={value!r}: must be a finite number")
             return
-        bad_low = low is not None and (value <= low if low_open else value < low)
-        bad_high = high is not None and (value >= high if high_open else value > high)
-        if bad_low or bad_high:
-            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-            self.append(f"{self._name(name)}={value!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
+        if not _in_range(value, low, high, low_open, high_open):
+            self.append(f"{self._name(name)}={value!r}: must be {_range_text(low, high, low_open, high_open)}")
 
-    def pair(self, name: str, low: float, high: float | None = None, *, low_open: bool = False,
+    def pair(self, name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
              high_open: bool = False, ordered: bool = False, example: str = "") -> None:
         """Two finite numbers (not bools) in the range, as :meth:`number` checks one; ``ordered``: the
         first at most the second. One message naming the key, the range and ``example``."""
         value = self.values.get(name)
         if value is None:
             return
-        numbers = (not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") and len(value) == 2
-                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-        ok = numbers and all(
-            (v > low if low_open else v >= low) and (high is None or (v < high if high_open else v <= high))
-            for v in value) and (not ordered or value[0] <= value[1])
-        if not ok:
-            lo = f"{'>' if low_open else '>='} {low}"
-            hi = "" if high is None else f" and {'<' if high_open else '<='} {high}"
-            order = ", the first at most the second" if ordered else ""
-            self.append(f"{self._name(name)}={_shown(value)}: must be two finite numbers {lo}{hi}{order}"
-                        + (f", e.g. {example}" if example else ""))
+        two = not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") and len(value) == 2
+        ok = two and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                         and _in_range(v, low, high, low_open, high_open) for v in value)
+        ok = ok and (not ordered or value[0] <= value[1])
+        self.need(ok, name, f"must be two finite numbers {_range_text(low, high, low_open, high_open)}"
+                  + (", the first at most the second" if ordered else "") + (f", e.g. {example}" if example else ""))
 
 
-def _shown(value: Any) -> str:
-    """A config value as a user would write it (an OmegaConf list as a plain list)."""
-    try:
-        return repr(list(value)) if not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") \
-            else repr(value)
-    except TypeError:
-        return repr(value)
+def _in_range(value: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+    return ((low is None or (value > low if low_open else value >= low))
+            and (high is None or (value < high if high_open else value <= high)))
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+    return " and ".join(x for x in (lo, hi) if x)
 
 
 def raise_problems(problems: list[str]) -> None:
