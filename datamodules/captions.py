@@ -508,7 +508,7 @@ class CaptionDataModule(ResumableDataModule):
         self.cache_text, self.cache_dtype, self.cache_batch_size = cache_text, cache_dtype, cache_batch_size
         self.report_dir = Path(report_dir) if report_dir else None
         self.max_val_images = max_val_images
-        self.augment_policy = list(augment_policy)
+        # augment_policy: read by the model from the config (model.augment.policy: ${oc.select:data...}); checked here
         self.sample_prompts = list(sample_prompts)
         self.seed = seed  # the run's: the training order, crops and flips
         self.split_seed = split_seed  # the data set's: a seeded split is the same whatever the run's seed

@@ -493,8 +493,8 @@ class ShapesDataModule(ResumableDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.seed = pin_memory, seed
         self.sample_prompts = list(sample_prompts)
-        self.augment_policy = list(augment_policy)  # read by model.augment: off, colour words must stay true
-        self.degrade_policy = degrade_policy  # read by model.degraded_policy: renders on black can be rounded
+        # augment_policy and degrade_policy are the data set's choices that the model reads from the config
+        # (model.augment.policy, model.degraded_policy: ${oc.select:data...}); checked here, kept there
         kw = dict(image_size=image_size, seed=seed, min_objects=min_objects, max_objects=max_objects,
                   open_probability=open_probability)
         self.datasets = {
