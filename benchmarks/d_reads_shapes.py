@@ -5,7 +5,9 @@ caption of the same scene with the shape word replaced by each other shape's. Re
 (true shape, shape named instead): how often D's whole logit prefers the true caption, on real
 images and on the EMA generator's images of the same captions. 0.5 is chance; below 0.5, D would
 rather call the object by the other name, so it teaches the generator nothing about that pair.
-``benchmarks/d_reads_words.py`` gives the same per attribute.
+``benchmarks/d_reads_words.py`` gives the same per attribute. Also reported, for the pair D
+confuses most (circle and hexagon): per true shape, the mean logit of the caption naming a circle
+minus that of the caption naming a hexagon on real images, and the word matcher's share of it.
 
 Usage: ``python benchmarks/d_reads_shapes.py CHECKPOINT [--samples N] [--out FILE]``
 """
@@ -42,6 +44,7 @@ def main() -> None:
                          open_probability=0.0)
     wins = {kind: np.zeros((len(SHAPES), len(SHAPES))) for kind in ("real", "generated")}
     counts = np.zeros((len(SHAPES), len(SHAPES)))
+    circle_gap: dict[str, list[float]] = {"logit": [], "matcher": []}  # per image, over the whole val set
     for start in range(0, args.samples, 100):
         index = range(start, min(start + 100, args.samples))
         scenes = [data.sample(i) for i in index]
@@ -51,10 +54,14 @@ def main() -> None:
         images = {"real": torch.stack([data[i]["image"] for i in index]),
                   "generated": module.generate_ema(z, module.encode(captions)).clamp(-1, 1)}
         features = {kind: d.features(x) for kind, x in images.items()}
+        naming = {}  # (logit, matcher share) of each image with the caption naming that shape, on real images
         for other, name in enumerate(SHAPES):
             named = [caption(replace(scene, objects=(replace(scene.objects[0], shape=name),)),
                              np.random.default_rng([start + j, other])) for j, (scene, _) in enumerate(scenes)]
             text = module.encode(captions + named)
+            logit, _, sim = d.judge(features["real"], text.pooled[len(captions):], text.tokens[len(captions):],
+                                    text.mask[len(captions):])
+            naming[name] = (logit, d.match_gain * sim.diagonal() if sim is not None else torch.zeros_like(logit))
             pairs = torch.arange(len(captions), 2 * len(captions))
             for kind, feats in features.items():
                 logits, wrong, _ = d.judge(feats, text.pooled, text.tokens, text.mask, pairs)
@@ -63,13 +70,21 @@ def main() -> None:
                         wins[kind][s, other] += float(logits[j] > wrong[j])
             for s in truth:
                 counts[s, other] += s != other
+        circle_gap["logit"] += (naming["circle"][0] - naming["hexagon"][0]).tolist()
+        circle_gap["matcher"] += (naming["circle"][1] - naming["hexagon"][1]).tolist()
+        circle_gap.setdefault("truth", []).extend(truth)
     table = {kind: {f"{SHAPES[s]} over {SHAPES[o]}": float(w[s, o] / counts[s, o])
                     for s in range(len(SHAPES)) for o in range(len(SHAPES)) if counts[s, o]}
              for kind, w in wins.items()}
+    truth = np.array(circle_gap["truth"])
+    gap = {SHAPES[s]: {"logit": float(np.mean(np.array(circle_gap["logit"])[truth == s])),
+                       "matcher_share": float(np.mean(np.array(circle_gap["matcher"])[truth == s]))}
+           for s in range(len(SHAPES)) if (truth == s).any()}
     report = {"benchmark": "d_reads_shapes", "checkpoint": str(args.checkpoint), "samples": args.samples,
               "what": "fraction of val images of each shape for which D's logit prefers the true caption over the same "
                       "caption naming each other shape, on real images and the EMA generator's images",
-              "machine": report_json.machine(), "prefers_true": table}
+              "machine": report_json.machine(), "prefers_true": table,
+              "circle_minus_hexagon_on_real": gap}
     report_json.write(report, args.out)
 
 
