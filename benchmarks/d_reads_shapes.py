@@ -44,41 +44,39 @@ def main() -> None:
                          open_probability=0.0)
     wins = {kind: np.zeros((len(SHAPES), len(SHAPES))) for kind in ("real", "generated")}
     counts = np.zeros((len(SHAPES), len(SHAPES)))
-    circle_gap: dict[str, list[float]] = {"logit": [], "matcher": []}  # per image, over the whole val set
+    truth, logit_gap, matcher_gap = [], [], []  # per image: its shape; "circle" minus "hexagon" on the real image
     for start in range(0, args.samples, 100):
         index = range(start, min(start + 100, args.samples))
         scenes = [data.sample(i) for i in index]
         captions = [text for _, text in scenes]
-        truth = [SHAPES.index(scene.objects[0].shape) for scene, _ in scenes]
+        shapes = [SHAPES.index(scene.objects[0].shape) for scene, _ in scenes]
+        text = module.encode(captions)
         z = torch.randn(len(captions), module.z_dim, generator=torch.Generator().manual_seed(start))
         images = {"real": torch.stack([data[i]["image"] for i in index]),
-                  "generated": module.generate_ema(z, module.encode(captions)).clamp(-1, 1)}
+                  "generated": module.generate_ema(z, text).clamp(-1, 1)}
         features = {kind: d.features(x) for kind, x in images.items()}
-        naming = {}  # (logit, matcher share) of each image with the caption naming that shape, on real images
+        true = {kind: d.judge(f, text.pooled, text.tokens, text.mask)[0] for kind, f in features.items()}
+        naming = {}  # the real images' (logit, matcher share) with the caption naming each shape
         for other, name in enumerate(SHAPES):
-            named = [caption(replace(scene, objects=(replace(scene.objects[0], shape=name),)),
-                             np.random.default_rng([start + j, other])) for j, (scene, _) in enumerate(scenes)]
-            text = module.encode(captions + named)
-            logit, _, sim = d.judge(features["real"], text.pooled[len(captions):], text.tokens[len(captions):],
-                                    text.mask[len(captions):])
-            naming[name] = (logit, d.match_gain * sim.diagonal() if sim is not None else torch.zeros_like(logit))
-            pairs = torch.arange(len(captions), 2 * len(captions))
-            for kind, feats in features.items():
-                logits, wrong, _ = d.judge(feats, text.pooled, text.tokens, text.mask, pairs)
-                for j, s in enumerate(truth):
-                    if s != other:
-                        wins[kind][s, other] += float(logits[j] > wrong[j])
-            for s in truth:
-                counts[s, other] += s != other
-        circle_gap["logit"] += (naming["circle"][0] - naming["hexagon"][0]).tolist()
-        circle_gap["matcher"] += (naming["circle"][1] - naming["hexagon"][1]).tolist()
-        circle_gap.setdefault("truth", []).extend(truth)
+            named = module.encode([caption(replace(scene, objects=(replace(scene.objects[0], shape=name),)),
+                                           np.random.default_rng([start + j, other]))
+                                   for j, (scene, _) in enumerate(scenes)])
+            judged = {kind: d.judge(f, named.pooled, named.tokens, named.mask) for kind, f in features.items()}
+            logits, _, sim = judged["real"]
+            naming[name] = (logits, d.match_gain * sim.diagonal() if sim is not None else torch.zeros_like(logits))
+            for j, s in enumerate(shapes):
+                if s != other:
+                    counts[s, other] += 1
+                    for kind, (logits, _, _) in judged.items():
+                        wins[kind][s, other] += float(true[kind][j] > logits[j])
+        truth += shapes
+        logit_gap += (naming["circle"][0] - naming["hexagon"][0]).tolist()
+        matcher_gap += (naming["circle"][1] - naming["hexagon"][1]).tolist()
     table = {kind: {f"{SHAPES[s]} over {SHAPES[o]}": float(w[s, o] / counts[s, o])
                     for s in range(len(SHAPES)) for o in range(len(SHAPES)) if counts[s, o]}
              for kind, w in wins.items()}
-    truth = np.array(circle_gap["truth"])
-    gap = {SHAPES[s]: {"logit": float(np.mean(np.array(circle_gap["logit"])[truth == s])),
-                       "matcher_share": float(np.mean(np.array(circle_gap["matcher"])[truth == s]))}
+    truth, logit_gap, matcher_gap = np.array(truth), np.array(logit_gap), np.array(matcher_gap)
+    gap = {SHAPES[s]: {"logit": float(logit_gap[truth == s].mean()), "matcher_share": float(matcher_gap[truth == s].mean())}
            for s in range(len(SHAPES)) if (truth == s).any()}
     report = {"benchmark": "d_reads_shapes", "checkpoint": str(args.checkpoint), "samples": args.samples,
               "what": "fraction of val images of each shape for which D's logit prefers the true caption over the same "

@@ -298,10 +298,10 @@ def whole_runs_section(paths: list[Path]) -> list[str]:
     rows = []
     for path in paths:
         report = json.loads(path.read_text())
-        values = scores(report) or report.get("metrics") or next(
-            (v for k, v in report.items() if k.startswith("batches_") and isinstance(v, dict)), {})
-        batches = report.get("batches_trained") or next(
-            (k.removeprefix("batches_") for k, v in report.items() if k.startswith("batches_") and isinstance(v, dict)), "-")
+        at_batches = next(((k.removeprefix("batches_"), v) for k, v in report.items()
+                           if k.startswith("batches_") and isinstance(v, dict)), ("-", {}))
+        values = scores(report) or report.get("metrics") or at_batches[1]
+        batches = report.get("batches_trained") or at_batches[0]
         rows.append((path.name, batches, report.get("wall_s"), values, report.get("note") or report.get("what", "")))
     if not rows:
         return []

@@ -43,22 +43,24 @@ def captions(split: str, n: int) -> tuple[list[str], torch.Tensor, list[str]]:
 
 @torch.no_grad()
 def pooled(encoder, texts: list[str]) -> dict[str, torch.Tensor]:
+    from lightning_modules.components.text_encoders import masked_mean
+
     tokenizer, model = encoder.tokenizer, encoder.model
     out: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(texts), 256):
         batch = encoder.tokenize(texts[start : start + 256])
         hidden = model(**batch, output_hidden_states=True).hidden_states
-        mask = batch["attention_mask"][..., None].float()
+        mask = batch["attention_mask"].bool()
         ids = batch["input_ids"]
-        inner = mask * ~((ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id))[..., None]
+        inner = mask & ~((ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id))
         last = hidden[-1]
         for name, value in {
-            "mean": (last * mask).sum(1) / mask.sum(1),
-            "mean_no_special": (last * inner).sum(1) / inner.sum(1),
-            "max": last.masked_fill(mask == 0, -1e4).amax(1),
+            "mean": masked_mean(last, mask),
+            "mean_no_special": masked_mean(last, inner),
+            "max": last.masked_fill(~mask[..., None], -1e4).amax(1),
             "cls": last[:, 0],
-            "mean_layer0": (hidden[0] * inner).sum(1) / inner.sum(1),
-            "mean_layer3": (hidden[3] * mask).sum(1) / mask.sum(1),
+            "mean_layer0": masked_mean(hidden[0], inner),
+            "mean_layer3": masked_mean(hidden[3], mask),
         }.items():
             out.setdefault(name, []).append(value.float())
     return {k: torch.cat(v) for k, v in out.items()}

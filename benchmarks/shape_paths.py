@@ -49,9 +49,7 @@ def main() -> None:
 
     def read_shapes(text: TextFeatures) -> torch.Tensor:
         """The shape index of the most confident object of each image, prompt-major."""
-        rows = lambda t: t.repeat_interleave(NOISES, 0)  # noqa: E731
-        images = module.generate_ema(z.repeat(len(text), 1), TextFeatures(rows(text.tokens), rows(text.mask), rows(text.pooled)))
-        found = read_scenes(oracle, images)
+        found = read_scenes(oracle, module.sample_features(text, z))
         return found["shape"].gather(1, found["confidence"].argmax(-1, keepdim=True))[:, 0]
 
     def colours(shape: str, held_out: bool = False) -> list[str]:

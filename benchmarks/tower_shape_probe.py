@@ -56,10 +56,11 @@ def curve(resolution: int, pool: str, channels: int, steps: int, lr: float) -> l
         if step % 50 == 0:
             with torch.no_grad():
                 predicted = logits(val_x).argmax(1)
-            accuracy = float((predicted == val_y).float().mean())
+            right = predicted == val_y
+            accuracy = float(right.float().mean())
             swapped = (predicted == circle + hexagon - val_y) & round_  # a circle read as hexagon, or back
             points.append({"step": step, "images": step * 32, "shape_accuracy": round(accuracy, 4),
-                           "circle_hexagon_accuracy": round(float((predicted == val_y)[round_].float().mean()), 4),
+                           "circle_hexagon_accuracy": round(float(right[round_].float().mean()), 4),
                            "circle_hexagon_swapped": round(float(swapped.sum() / round_.sum()), 4),
                            "seconds": round(time.perf_counter() - start, 1)})
             print(f"resolution {resolution} {pool:4s} step {step:4d} shape accuracy {accuracy:.3f} "

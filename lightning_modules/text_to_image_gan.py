@@ -696,11 +696,16 @@ class TextToImageGAN(L.LightningModule):
         per_call = max(1, int(batch_size) // z.shape[0]) if batch_size else len(prompts)
         if per_call < len(prompts):
             return torch.cat([self.sample(prompts[i : i + per_call], z) for i in range(0, len(prompts), per_call)])
-        text = self.encode(prompts)
+        return self.sample_features(self.encode(prompts), z)
+
+    @torch.no_grad()
+    def sample_features(self, text: TextFeatures, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`sample` from captions' features (e.g. the tokens of one caption with the sentence
+        vector of another): every caption with every noise row, prompt-major."""
         k = z.shape[0]
         expand = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
-        text = TextFeatures(expand(text.tokens), expand(text.mask), expand(text.pooled))
-        return self.generate_ema(z.repeat(len(prompts), 1), text)
+        return self.generate_ema(z.repeat(len(text), 1), TextFeatures(expand(text.tokens), expand(text.mask),
+                                                                    expand(text.pooled)))
 
     # ------------------------------------------------------------------ checkpoints
     def complete_state_dict(self, state: dict) -> None:
