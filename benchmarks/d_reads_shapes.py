@@ -62,13 +62,14 @@ def main() -> None:
                                            np.random.default_rng([start + j, other]))
                                    for j, (scene, _) in enumerate(scenes)])
             judged = {kind: d.judge(f, named.pooled, named.tokens, named.mask) for kind, f in features.items()}
-            logits, _, sim = judged["real"]
-            naming[name] = (logits, d.match_gain * sim.diagonal() if sim is not None else torch.zeros_like(logits))
+            real_logits, _, sim = judged["real"]
+            naming[name] = (real_logits,
+                            d.match_gain * sim.diagonal() if sim is not None else torch.zeros_like(real_logits))
             for j, s in enumerate(shapes):
                 if s != other:
                     counts[s, other] += 1
-                    for kind, (logits, _, _) in judged.items():
-                        wins[kind][s, other] += float(true[kind][j] > logits[j])
+                    for kind, (named_logits, _, _) in judged.items():
+                        wins[kind][s, other] += float(true[kind][j] > named_logits[j])
         truth += shapes
         logit_gap += (naming["circle"][0] - naming["hexagon"][0]).tolist()
         matcher_gap += (naming["circle"][1] - naming["hexagon"][1]).tolist()
